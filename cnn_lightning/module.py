@@ -1,0 +1,114 @@
+"""One LightningModule that trains any net of ``cnn_lightning.nets`` as a 10-way classifier."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from cnn_lightning.checkpoints import build_model
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists, so that a checkpoint's hyperparameters load with weights_only=True."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy training of ``net`` (a config with ``_target_`` in ``cnn_lightning.nets``).
+
+    ``optimizer`` and ``scheduler`` are Hydra configs of torch classes, built in
+    ``configure_optimizers``; a scheduler that takes ``total_steps`` (OneCycleLR) gets the
+    trainer's estimate. ``scheduler_interval`` is ``step`` or ``epoch``; ``monitor`` feeds
+    ReduceLROnPlateau.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        net: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        scheduler_interval: str = "epoch",
+        monitor: str = "val/acc",
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        num_classes: int = 10,
+    ):
+        super().__init__()
+        hparams = dict(
+            name=name, net=_plain(net), optimizer=_plain(optimizer), scheduler=_plain(scheduler),
+            scheduler_interval=scheduler_interval, monitor=monitor,
+            label_smoothing=label_smoothing, l1=l1, num_classes=num_classes,
+        )
+        lr = hparams["optimizer"].get("lr", 1.0)
+        if not lr > 0:
+            raise ValueError(f"model.optimizer.lr must be positive, got {lr}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.save_hyperparameters(hparams)
+        self.model = build_model(self.hparams.net)  # Normalize + net: takes [0, 1] images
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _step(self, batch, stage: str, accuracy):
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        accuracy(logits, labels)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch, "train", self.train_acc)
+        if self.hparams.l1 > 0:
+            loss = loss + self.hparams.l1 * sum(p.abs().sum() for p in self.model.parameters())
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's validation
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test", self.test_acc)
+
+    def configure_optimizers(self):
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        target = hydra.utils.get_class(self.hparams.scheduler["_target_"])
+        extra = {}
+        if "total_steps" in inspect.signature(target).parameters and "total_steps" not in self.hparams.scheduler:
+            # At least 10: OneCycleLR divides by its warm-up length, which a debug run of a few
+            # batches (fast_dev_run) would make zero. Fewer steps than planned is harmless.
+            extra["total_steps"] = max(int(self.trainer.estimated_stepping_batches), 10)
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer, **extra)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.hparams.scheduler_interval,
+                "monitor": self.hparams.monitor,
+            },
+        }

@@ -1,0 +1,83 @@
+"""Train a net: ``python -m cnn_lightning.train model=tiny [key=value ...]``.
+
+Composes the data module, model, callbacks, logger and trainer from ``conf/``, fits, tests the
+best checkpoint (chosen on the validation split) on the official test set, writes the run's
+``summary.json`` and returns the best validation accuracy, which a Hydra sweep optimises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cnn_lightning.config import register
+
+log = logging.getLogger(__name__)
+register()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically: readers see the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _recursive_=False)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint else ""
+    summary = {
+        "model": cfg.model.name,
+        "params": sum(p.numel() for p in model.model.parameters() if p.requires_grad),
+        "best_checkpoint": best_path,
+        "val_acc_best": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None,
+        "test_acc": None,
+        "epochs": trainer.current_epoch,
+        "global_steps": trainer.global_step,
+        "seed": cfg.seed,
+        "wall_time_s": None,
+        "output_dir": str(cfg.paths.output_dir),
+        "tensorboard_dir": getattr(trainer.logger, "log_dir", None) if trainer.logger else None,
+    }
+    if cfg.test and best_path:
+        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path)
+        summary["test_acc"] = results["test/acc"]
+    summary["wall_time_s"] = round(time.perf_counter() - started, 1)
+    if trainer.is_global_zero:
+        write_json(Path(cfg.paths.output_dir) / "summary.json", summary)
+        test = f"{summary['test_acc']:.2%}" if summary["test_acc"] is not None else "not run"
+        log.info(
+            "\nTest accuracy of the best checkpoint (val acc %s): %s\nCheckpoint:  %s\n"
+            "TensorBoard: tensorboard --logdir %s\nSummary:     %s",
+            f"{summary['val_acc_best']:.2%}" if summary["val_acc_best"] is not None else "n/a",
+            test, best_path, summary["tensorboard_dir"],
+            Path(cfg.paths.output_dir) / "summary.json",
+        )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)["val_acc_best"]
+
+
+if __name__ == "__main__":
+    main()

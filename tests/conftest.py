@@ -1,0 +1,54 @@
+"""Shared fixtures: the real MNIST (prepared once, in the project's data dir) and a runner for
+the real training command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnn_lightning.config import project_root
+from cnn_lightning.mnist_files import prepare_mnist
+
+ROOT = Path(project_root())
+FAST = [  # a real but short run: 60 training batches, small val/test
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=60",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The project's data dir with the four verified raw files."""
+    data_dir = ROOT / "data"
+    prepare_mnist(data_dir)
+    return data_dir
+
+
+def run_train(*overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m cnn_lightning.train`` in a subprocess, as a user runs it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_lightning.train", *overrides],
+        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, mnist_dir) -> Path:
+    """The run directory of one short real training of the tiny net."""
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    result = run_train(*FAST, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
