@@ -7,10 +7,13 @@ file carrying code is refused. The net class named in a checkpoint must live in
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -18,6 +21,8 @@ import torch
 from torch import nn
 
 from cnn_lightning.nets.layers import Normalize
+
+log = logging.getLogger(__name__)
 
 NETS_PACKAGE = "cnn_lightning.nets."
 
@@ -72,3 +77,54 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the net it names: {err}") from err
     return model.eval()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished training run, as its ``summary.json`` describes it."""
+
+    model: str
+    checkpoint: Path
+    val_acc: float
+    test_acc: float | None
+    params: int
+    epochs: int
+    seed: int | None
+    run_dir: Path
+
+
+def find_runs(root: str | os.PathLike, model: str | None = None) -> list[RunRecord]:
+    """Every finished run under ``root`` (all runs and sweeps), best validation accuracy first.
+
+    A run counts when its ``summary.json`` is readable and its best checkpoint file exists;
+    anything else is skipped with a warning, never an exception.
+    """
+    records = []
+    for summary_path in sorted(Path(root).rglob("summary.json")):
+        try:
+            summary = json.loads(summary_path.read_text())
+            record = RunRecord(
+                model=str(summary["model"]),
+                checkpoint=Path(summary["best_checkpoint"]),
+                val_acc=float(summary["val_acc_best"]),
+                test_acc=None if summary.get("test_acc") is None else float(summary["test_acc"]),
+                params=int(summary.get("params", 0)),
+                epochs=int(summary.get("epochs", 0)),
+                seed=summary.get("seed"),
+                run_dir=summary_path.parent,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("skipping %s: not a readable run summary (%s)", summary_path, err)
+            continue
+        if not record.checkpoint.is_file():
+            log.warning("skipping %s: its checkpoint %s is gone", summary_path, record.checkpoint)
+            continue
+        if model is None or record.model == model:
+            records.append(record)
+    return sorted(records, key=lambda r: r.val_acc, reverse=True)
+
+
+def find_best(root: str | os.PathLike, model: str | None = None) -> RunRecord | None:
+    """The run with the best validation accuracy under ``root`` (for ``model``, or overall)."""
+    runs = find_runs(root, model)
+    return runs[0] if runs else None

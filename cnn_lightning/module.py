@@ -27,7 +27,8 @@ class Classifier(L.LightningModule):
     ``optimizer`` and ``scheduler`` are Hydra configs of torch classes, built in
     ``configure_optimizers``; a scheduler that takes ``total_steps`` (OneCycleLR) gets the
     trainer's estimate. ``scheduler_interval`` is ``step`` or ``epoch``; ``monitor`` feeds
-    ReduceLROnPlateau.
+    ReduceLROnPlateau. ``compile`` and ``channels_last`` are speed switches that change no result
+    beyond float rounding.
     """
 
     def __init__(
@@ -41,12 +42,15 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         l1: float = 0.0,
         num_classes: int = 10,
+        compile: bool = False,
+        channels_last: bool = False,
     ):
         super().__init__()
         hparams = dict(
             name=name, net=_plain(net), optimizer=_plain(optimizer), scheduler=_plain(scheduler),
             scheduler_interval=scheduler_interval, monitor=monitor,
             label_smoothing=label_smoothing, l1=l1, num_classes=num_classes,
+            compile=compile, channels_last=channels_last,
         )
         lr = hparams["optimizer"].get("lr", 1.0)
         if not lr > 0:
@@ -61,7 +65,15 @@ class Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
 
+    def configure_model(self) -> None:
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.model.compile()  # in place: the state_dict keys stay those of the plain net
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
     def _step(self, batch, stage: str, accuracy):
