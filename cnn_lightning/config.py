@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 def project_root() -> str:
     """The source checkout this package lives in, else the working directory."""
     here = Path(__file__).resolve().parent.parent
     return str(here) if (here / "conf" / "train.yaml").is_file() else os.getcwd()
+
+
+def to_plain(value: Any) -> Any:
+    """Plain dicts and lists instead of OmegaConf containers: checkpoints that store them load
+    with ``torch.load(weights_only=True)``."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 @dataclass

@@ -8,13 +8,14 @@ there too. Under distributed training each rank reads its own shard of every epo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torchvision.datasets import MNIST
 
+from cnn_lightning.config import to_plain
 from cnn_lightning.mnist_files import prepare_mnist
 
 TRAIN_SIZE = 60_000
@@ -124,6 +125,8 @@ class MNISTDataModule(L.LightningDataModule):
         augment: Augment | dict | None = None,
     ):
         super().__init__()
+        augment = asdict(augment) if isinstance(augment, Augment) else to_plain(augment)
+        self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch sizes must be positive, got {batch_size}, {eval_batch_size}")
         if not 0 < val_size < TRAIN_SIZE:
@@ -131,7 +134,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_dir, self.download = data_dir, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed = val_size, split_seed
-        self.augment = augment if isinstance(augment, Augment) else Augment(**(augment or {}))
+        self.augment = Augment(**(augment or {}))
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
 
 import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnn_lightning.checkpoints import build_model
-
-
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists, so that a checkpoint's hyperparameters load with weights_only=True."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+from cnn_lightning.config import to_plain
 
 
 class Classifier(L.LightningModule):
@@ -47,7 +41,7 @@ class Classifier(L.LightningModule):
     ):
         super().__init__()
         hparams = dict(
-            name=name, net=_plain(net), optimizer=_plain(optimizer), scheduler=_plain(scheduler),
+            name=name, net=to_plain(net), optimizer=to_plain(optimizer), scheduler=to_plain(scheduler),
             scheduler_interval=scheduler_interval, monitor=monitor,
             label_smoothing=label_smoothing, l1=l1, num_classes=num_classes,
             compile=compile, channels_last=channels_last,
