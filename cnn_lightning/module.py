@@ -58,6 +58,7 @@ class Classifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers it
 
     def configure_model(self) -> None:
         if self.hparams.channels_last:
@@ -84,20 +85,40 @@ class Classifier(L.LightningModule):
         loss = self._step(batch, "train", self.train_acc)
         if self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for p in self.model.parameters())
+        if not torch.isfinite(loss):
+            # Stop before the optimizer step spreads NaNs into the weights: the checkpoints on
+            # disk (the best and last.ckpt) are the last good ones.
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); try a lower model.optimizer.lr"
+            )
         return loss
-
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity check's validation
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val", self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # the sanity check's few batches are not an epoch
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test", self.test_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Augmentation and dropout draw from torch's global generators; saving them makes a
+        # resumed run draw exactly what the uninterrupted run would have.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
         optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())

@@ -1,5 +1,7 @@
 """Train a net: ``python -m cnn_lightning.train model=tiny [key=value ...]``.
 
+Resume an interrupted run in its own directory: ``python -m cnn_lightning.train resume=<run dir>``.
+
 Composes the data module, model, callbacks, logger and trainer from ``conf/``, fits, tests the
 best checkpoint (chosen on the validation split) on the official test set, writes the run's
 ``summary.json`` and returns the best validation accuracy, which a Hydra sweep optimises.
@@ -10,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import hydra
 import lightning as L
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -40,7 +44,7 @@ def train(cfg: DictConfig) -> dict:
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
@@ -58,7 +62,7 @@ def train(cfg: DictConfig) -> dict:
         "tensorboard_dir": getattr(trainer.logger, "log_dir", None) if trainer.logger else None,
     }
     if cfg.test and best_path:
-        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path)
+        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         summary["test_acc"] = results["test/acc"]
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     if trainer.is_global_zero:
@@ -74,10 +78,34 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def expand_resume(argv: list[str]) -> list[str]:
+    """Turn ``resume=<run dir>`` into that run's own overrides, directory and ``last.ckpt``.
+
+    Overrides given beside ``resume=`` win over the run's (``trainer.max_epochs=30`` extends it).
+    """
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume:
+        return argv
+    run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file() or not last.is_file():
+        sys.exit(f"resume={run_dir}: not a resumable run directory (needs {saved.name} in .hydra/ and {last})")
+    given = [a for a in argv if not a.startswith("resume=")]
+    replaced = {_override_key(a) for a in given} | {"hydra.run.dir", "ckpt_path"}
+    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if _override_key(o) not in replaced]
+    return [*previous, *given, f"hydra.run.dir={run_dir}", f"ckpt_path={last}"]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)["val_acc_best"]
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = expand_resume(sys.argv[1:])
     main()
