@@ -9,6 +9,9 @@ from torch import nn
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
 
 class Normalize(nn.Module):
     """Standardise [0, 1] images with the MNIST training mean and std.
@@ -23,6 +26,37 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Seed 004's output width of a conv or pool: (W - F + 2P) / S + 1, rounded down.
+
+    F is the dilated kernel's extent; a pool with no padding is the (W - F) / S + 1 case.
+    """
+    extent = dilation * (kernel_size - 1) + 1
+    out = (size - extent + 2 * padding) // stride + 1
+    if out < 1:
+        raise ValueError(f"a {kernel_size}x{kernel_size} window (stride {stride}, padding {padding}) "
+                         f"does not fit a {size}x{size} input")
+    return out
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module by name: relu, tanh or sigmoid."""
+    try:
+        cls = ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+    return cls(inplace=True) if cls is nn.ReLU else cls()
+
+
+def pool(kind: str, kernel_size: int = 2, stride: int | None = None) -> nn.Module:
+    """A max or average pool by name."""
+    try:
+        cls = POOLS[kind]
+    except KeyError:
+        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {kind!r}") from None
+    return cls(kernel_size, stride=stride)
 
 
 def conv_bn_relu(

@@ -1,8 +1,19 @@
 """The tiny net: under 8,000 parameters, in the style of seed 001.
 
-3x3 conv blocks grow the receptive field; a transition block (1x1 conv to squeeze channels, then
-max pool) comes early because MNIST's border is empty; no transition near the end; BatchNorm and
-a little dropout after every 3x3 conv; global average pooling instead of a large FC head.
+    block     layers                          output (28x28 input)   RF
+    conv1     3x3, 8, BN, ReLU, dropout       8 x 26 x 26             3
+    conv2     3x3, 16, BN, ReLU, dropout      16 x 24 x 24            5
+    squeeze   1x1, 8            (transition)  8 x 24 x 24             5
+    pool      2x2 max, stride 2 (transition)  8 x 12 x 12             6
+    conv3     3x3, 16, BN, ReLU, dropout      16 x 10 x 10           10
+    conv4     3x3, 16, BN, ReLU, dropout      16 x 8 x 8             14
+    conv5     3x3, 16, BN, ReLU, dropout      16 x 6 x 6             18
+    gap       global average pool             16 x 1 x 1             28
+    fc        1x1, 10                         10
+
+3x3 conv blocks grow the receptive field; the transition block (1x1 conv to squeeze channels,
+then pool) comes early because MNIST's border is empty, and there is none near the end; BatchNorm
+and a little dropout after every 3x3 conv; global average pooling instead of a large FC head.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnn_lightning.nets.layers import conv_bn_relu
+from cnn_lightning.nets.layers import conv_bn_relu, pool
 
 
 class TinyNet(nn.Module):
@@ -19,25 +30,32 @@ class TinyNet(nn.Module):
         self,
         c1: int = 8,
         c2: int = 16,
-        c3: int = 12,
+        squeeze: int = 8,            # channels out of the 1x1 transition conv
+        c3: int = 16,
         c4: int = 16,
         c5: int = 16,
+        kernel_size: int = 3,
+        padding: int = 0,            # of every conv block; MNIST's border is empty anyway
+        pool_type: str = "max",
         dropout: float = 0.05,
         num_classes: int = 10,
     ):
         super().__init__()
-        # size, receptive field (RF) after each layer for a 28x28 input
+
+        def block(cin, cout):
+            return conv_bn_relu(cin, cout, kernel_size, padding=padding, dropout=dropout)
+
         self.features = nn.Sequential(OrderedDict([
-            ("conv1", conv_bn_relu(1, c1, dropout=dropout)),   # 26x26, RF 3
-            ("conv2", conv_bn_relu(c1, c2, dropout=dropout)),  # 24x24, RF 5
-            ("squeeze", nn.Conv2d(c2, c1, 1, bias=False)),     # 24x24, RF 5  (transition)
-            ("pool", nn.MaxPool2d(2)),                         # 12x12, RF 6
-            ("conv3", conv_bn_relu(c1, c3, dropout=dropout)),  # 10x10, RF 10
-            ("conv4", conv_bn_relu(c3, c4, dropout=dropout)),  # 8x8,   RF 14
-            ("conv5", conv_bn_relu(c4, c5, dropout=dropout)),  # 6x6,   RF 18
+            ("conv1", block(1, c1)),
+            ("conv2", block(c1, c2)),
+            ("squeeze", nn.Conv2d(c2, squeeze, 1, bias=False)),
+            ("pool", pool(pool_type, 2, 2)),
+            ("conv3", block(squeeze, c3)),
+            ("conv4", block(c3, c4)),
+            ("conv5", block(c4, c5)),
         ]))
         self.classifier = nn.Sequential(OrderedDict([
-            ("gap", nn.AdaptiveAvgPool2d(1)),                  # 1x1, sees the whole digit
+            ("gap", nn.AdaptiveAvgPool2d(1)),  # every output sees the whole digit
             ("fc", nn.Conv2d(c5, num_classes, 1)),
             ("flatten", nn.Flatten()),
         ]))

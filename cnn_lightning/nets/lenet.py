@@ -1,0 +1,72 @@
+"""LeNet-5 (LeCun et al. 1998), as seeds 002 and 004 lay it out for 28x28 MNIST.
+
+    layer     kernel / units          output (28x28 input)
+    conv1     5x5, 6, padding 2       6 x 28 x 28
+    pool1     2x2, stride 2           6 x 14 x 14
+    conv2     5x5, 16                 16 x 10 x 10
+    pool2     2x2, stride 2           16 x 5 x 5
+    fc1       400 -> 120
+    fc2       120 -> 84
+    fc3       84 -> 10
+
+The modern form (the default) uses ReLU and max pooling; the classic form of the paper and the
+seeds uses a squashing activation (sigmoid or tanh) and average pooling.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from cnn_lightning.nets.layers import activation as make_activation
+from cnn_lightning.nets.layers import output_size, pool
+
+
+class LeNet5(nn.Module):
+    def __init__(
+        self,
+        c1: int = 6,
+        c2: int = 16,
+        kernel_size: int = 5,
+        padding: int = 2,            # on conv1 only: keeps 28x28 so conv2 sees 14x14 as in the paper
+        pool_type: str = "max",      # "max" (modern) or "avg" (classic)
+        pool_size: int = 2,
+        pool_stride: int = 2,
+        activation: str = "relu",    # "relu" (modern), "tanh" or "sigmoid" (classic)
+        fc1: int = 120,
+        fc2: int = 84,
+        dropout: float = 0.0,        # before fc2 and fc3; the paper has none
+        num_classes: int = 10,
+        input_size: int = 28,
+    ):
+        super().__init__()
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(1, c1, kernel_size, padding=padding)),
+            ("act1", make_activation(activation)),
+            ("pool1", pool(pool_type, pool_size, pool_stride)),
+            ("conv2", nn.Conv2d(c1, c2, kernel_size)),
+            ("act2", make_activation(activation)),
+            ("pool2", pool(pool_type, pool_size, pool_stride)),
+        ]))
+        # Seed 004's arithmetic gives the flattened size: 28 -> 28 -> 14 -> 10 -> 5, 16*5*5 = 400.
+        size = output_size(input_size, kernel_size, padding=padding)
+        size = output_size(size, pool_size, pool_stride)
+        size = output_size(size, kernel_size)
+        size = output_size(size, pool_size, pool_stride)
+        head = [
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(c2 * size * size, fc1)),
+            ("act3", make_activation(activation)),
+            ("drop1", nn.Dropout(dropout)),
+            ("fc2", nn.Linear(fc1, fc2)),
+            ("act4", make_activation(activation)),
+            ("drop2", nn.Dropout(dropout)),
+            ("fc3", nn.Linear(fc2, num_classes)),
+        ]
+        if dropout == 0:  # no do-nothing layers in the summary
+            head = [(name, layer) for name, layer in head if not name.startswith("drop")]
+        self.classifier = nn.Sequential(OrderedDict(head))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
