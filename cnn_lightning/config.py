@@ -6,7 +6,9 @@ unknown key fails before anything runs, with a message naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,29 @@ def project_root() -> str:
     """The source checkout this package lives in, else the working directory."""
     here = Path(__file__).resolve().parent.parent
     return str(here) if (here / "conf" / "train.yaml").is_file() else os.getcwd()
+
+
+# Overrides that say where things go or switch off display (or, like `model`, stand in the
+# directory name already): not part of the short name.
+NOT_IN_RUN_NAME = {"model", "ckpt_path", "paths.root_dir", "callbacks.progress_bar", "hparams_search", "experiment"}
+
+
+def run_name(overrides: Any, limit: int = 100) -> str:
+    """A short, path-safe name for a sweep job from its overrides: ``lr-0.01_seed-2``.
+
+    Keys shrink to their last part and numbers to 4 significant digits, so that an Optuna
+    trial's long floats still make a valid (<= ``limit`` characters) directory name.
+    """
+    parts = []
+    for override in overrides or []:
+        key, _, value = str(override).lstrip("+~").partition("=")
+        if key in NOT_IN_RUN_NAME or key.startswith("hydra."):
+            continue
+        with contextlib.suppress(ValueError):  # not a number: keep it as it is
+            value = f"{float(value):.4g}" if any(c in value for c in ".eE") else value
+        parts.append(f"{key.rsplit('.', 1)[-1]}-{value}")
+    name = re.sub(r"[^\w.+-]", "", "_".join(sorted(parts)))
+    return name[:limit] or "defaults"
 
 
 def to_plain(value: Any) -> Any:
@@ -110,3 +135,4 @@ def register() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConf)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
+        OmegaConf.register_new_resolver("run_name", run_name)

@@ -1,0 +1,115 @@
+"""The leaderboard of a sweep: one row per job, best checkpoints per architecture.
+
+Written at the sweep root by a Hydra callback when a multirun ends, or at any time with
+``python -m cnn_lightning.sweep <dir>`` (a sweep directory, or the whole outputs root).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnn_lightning.checkpoints import RunRecord, find_runs
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["rank", "model", "overrides", "params", "val_acc", "test_acc", "epochs", "seed", "wall_time_s", "checkpoint"]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _overrides(run: RunRecord) -> str:
+    saved = run.run_dir / ".hydra" / "overrides.yaml"
+    try:
+        return " ".join(yaml.safe_load(saved.read_text()) or [])
+    except (OSError, yaml.YAMLError):
+        return ""
+
+
+def _wall_time(run: RunRecord) -> float | None:
+    try:
+        return json.loads((run.run_dir / "summary.json").read_text()).get("wall_time_s")
+    except (OSError, ValueError):
+        return None
+
+
+def leaderboard_rows(root: Path) -> list[dict[str, Any]]:
+    """Every finished run under ``root``, best validation accuracy first (never test accuracy)."""
+    return [
+        {
+            "rank": rank, "model": run.model, "overrides": _overrides(run), "params": run.params,
+            "val_acc": run.val_acc, "test_acc": run.test_acc, "epochs": run.epochs, "seed": run.seed,
+            "wall_time_s": _wall_time(run), "checkpoint": str(run.checkpoint),
+        }
+        for rank, run in enumerate(find_runs(root), 1)
+    ]
+
+
+def best_by_model(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"overall": best row, "by_model": {model: best row}}; rows come sorted by val acc."""
+    by_model: dict[str, Any] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], row)
+    return {"overall": rows[0] if rows else None, "by_model": by_model}
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    header = "| # | model | overrides | params | val acc | test acc | epochs | wall time | checkpoint |"
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
+        lines.append(
+            f"| {r['rank']} | {r['model']} | `{r['overrides']}` | {r['params']:,} | {_pct(r['val_acc'])} | "
+            f"{_pct(r['test_acc'])} | {r['epochs']} | {wall} | `{r['checkpoint']}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(root: str | os.PathLike) -> dict[str, Any]:
+    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.json`` into ``root``."""
+    root = Path(root)
+    rows = leaderboard_rows(root)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(root / "leaderboard.csv", out.getvalue())
+    write_atomically(root / "leaderboard.md", to_markdown(rows))
+    best = best_by_model(rows)
+    write_atomically(root / "best.json", json.dumps(best, indent=2) + "\n")
+    log.info("Leaderboard of %d runs: %s", len(rows), root / "leaderboard.md")
+    return best
+
+
+class LeaderboardCallback(Callback):
+    """Hydra callback: when a multirun ends, write its leaderboard at the sweep root."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_leaderboard(config.hydra.sweep.dir)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m cnn_lightning.sweep <sweep dir or outputs root>")
+    print(to_markdown(leaderboard_rows(Path(sys.argv[1]))), end="")
+    write_leaderboard(sys.argv[1])
