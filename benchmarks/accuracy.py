@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -25,37 +23,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from common import ROOT, describe, load_average, machine  # benchmarks/common.py; puts ROOT on sys.path
 
 MODELS = ["lenet", "lenet_classic", "alexnet_lite", "tiny"]
 # The goals: mean test accuracy of 3 seeds, checkpoint chosen on validation.
 GOALS = {"tiny": 0.9950, "lenet": 0.9930, "lenet_classic": 0.9900, "alexnet_lite": 0.9960}
-
-
-def machine() -> dict:
-    import lightning
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
-    return info
 
 
 def net_size(model: str, overrides: list[str]) -> dict:
@@ -122,7 +94,7 @@ def aggregate(model: str, runs: list[dict], size: dict) -> dict:
         "epochs": max((r["epochs"] for r in runs), default=0),
         "seeds": [r["seed"] for r in runs],
         "test_acc_mean": mean_test,
-        "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else 0.0 if tests else None,
+        "test_acc_std": statistics.stdev(tests) if len(tests) > 1 else None,  # no spread from one seed
         "val_acc_best_mean": statistics.fmean(vals) if vals else None,
         "val_acc_best_max": max(vals) if vals else None,
         "epoch_time_s": statistics.fmean(epoch_times) if epoch_times else None,
@@ -137,7 +109,6 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     lines = [
         "# Accuracy on the official MNIST test set",
         "",
@@ -156,11 +127,10 @@ def markdown(results: dict) -> str:
             f"| {r['model']} | {r['params']:,} | {r['macs']:,} | {r['epochs']} | {pct(r['test_acc_mean'])}{std} "
             f"| {pct(r['val_acc_best_mean'])} | {goal} | {epoch_time} | {len(r['seeds'])} |"
         )
-    gpu = f", GPU {m['gpu']}" if m["gpu"] else ""
     lines += [
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads){gpu}; "
-        f"torch {m['torch']}, Lightning {m['lightning']}, Python {m['python']}. {results['date']}.",
+        f"Machine: {describe(results['machine'])} at the start, {results['load_average_after']} "
+        f"(1, 5, 15 min) at the end. {results['date']}.",
         "",
         f"Command: `{results['command']}`",
     ]
@@ -211,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             results["models"].append(aggregate(model, runs, net_size(model, overrides)))
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    results["load_average_after"] = load_average()
     (args.out_dir / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / "accuracy.md").write_text(markdown(results))
     print(markdown(results))
