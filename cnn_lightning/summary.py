@@ -150,7 +150,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def format_table(rows: list[LayerRow]) -> str:
     """``rows`` as a Markdown table (aligned, so it reads as plain text too) with a totals line."""
-    header = ("layer", "type", "output C×H×W", "params", "MACs", "RF", "jump", "size (W−F+2P)/S+1")
+    header = ("layer", "type", "output C×H×W", "params", "MACs", "RF", "jump", "size (W-F+2P)/S+1")
     body = [
         (r.name, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", str(r.rf), str(r.jump),
          r.arithmetic)
