@@ -22,6 +22,7 @@ from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from cnn_lightning.inference import UNSURE_BELOW, load_image_file, preprocess  # noqa: E402
+from cnn_lightning.mnist_files import raw_dir  # noqa: E402
 from gui.__main__ import parse_args  # noqa: E402
 from gui.window import KERNELS, MainWindow  # noqa: E402
 
@@ -32,8 +33,10 @@ WAIT = 15_000  # ms; generous: the machine is shared, and a load runs a (small) 
 def second_run(tmp_path_factory, mnist_dir) -> Path:
     """A real short run of another architecture: a wider tiny net, under its own model name."""
     run_dir = tmp_path_factory.mktemp("run") / "tiny_wide"
-    result = run_train(*FAST, "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", "test=false",
-                       f"hydra.run.dir={run_dir}")
+    # Only a few batches: the tests switch to it and compare with it, they need no accuracy.
+    overrides = [o for o in FAST if not o.startswith(("trainer.limit_train_batches", "trainer.limit_val_batches"))]
+    result = run_train(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
+                       "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
 
@@ -335,9 +338,9 @@ def test_a_checkpoint_deleted_while_running_is_handled(qtbot, open_window, two_m
 
 
 def test_open_an_image_file_and_save_the_drawing(qtbot, open_window, outputs, tmp_path, mnist_dir):
-    from torchvision.datasets import MNIST
-
-    digit = MNIST(str(mnist_dir), train=False).data[0].numpy()  # a 7
+    # the first test digit (a 7), from the verified raw file: a 16-byte header, then the pixels
+    digit = np.fromfile(raw_dir(mnist_dir) / "t10k-images-idx3-ubyte", dtype=np.uint8, count=784, offset=16)
+    digit = digit.reshape(28, 28)
     paper = tmp_path / "seven.png"
     Image.fromarray(255 - np.kron(digit, np.ones((8, 8), dtype=np.uint8))).save(paper)  # dark on white
     window = open_window(outputs_root=outputs)

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from conftest import read_summary, run_train
 from PIL import Image
 from torch import nn
-from torchvision.datasets import MNIST
 
 import cnn_lightning
 from cnn_lightning.inference import (
@@ -29,13 +28,19 @@ from cnn_lightning.inference import (
     receptive_fields,
     record_for_checkpoint,
 )
+from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets import TinyNet
 
 
 @pytest.fixture(scope="session")
 def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
-    test = MNIST(str(mnist_dir), train=False)
-    return test.data.numpy(), test.targets.numpy()
+    """The official test images (uint8, 10000 x 28 x 28) and labels, read from the verified raw
+    files (the IDX format: a 16- or 8-byte header, then the bytes)."""
+    raw = raw_dir(mnist_dir)
+    images = np.fromfile(raw / "t10k-images-idx3-ubyte", dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    labels = np.fromfile(raw / "t10k-labels-idx1-ubyte", dtype=np.uint8, offset=8).astype(np.int64)
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    return images, labels
 
 
 @pytest.fixture(scope="session")
