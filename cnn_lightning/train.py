@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnn_lightning.config import register
+from cnn_lightning.summary import format_table, layer_table
 
 log = logging.getLogger(__name__)
 register()
@@ -43,6 +44,8 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.logger else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if trainer.is_global_zero:  # the seeds' conv arithmetic, layer by layer
+        log.info("%s: %s\n%s", cfg.model.name, cfg.model.net._target_, format_table(layer_table(model.model.net)))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
 

@@ -124,8 +124,8 @@ def test_launcher_configs_compose():
     assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
 
 
-def test_compare_all_experiment_sweeps_three_nets_and_three_seeds():
+def test_compare_all_experiment_sweeps_every_net_and_three_seeds():
     cfg = compose_train("experiment=compare_all")
     params = cfg.hydra.sweeper.params
-    assert set(params.model.split(",")) == {"lenet", "alexnet_lite", "tiny"}
+    assert set(params.model.split(",")) == {"lenet", "lenet_classic", "alexnet_lite", "tiny"}
     assert params.seed == "1,2,3"
