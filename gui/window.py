@@ -176,6 +176,7 @@ class MainWindow(QMainWindow):
         self._watcher.fileChanged.connect(self._on_file_changed)
 
         self._build(canvas_size)
+        self._update_layers()  # the empty grid's placeholder until a model is in use
         self.refresh_models()
 
     # ---- layout ------------------------------------------------------------------------------
@@ -191,6 +192,7 @@ class MainWindow(QMainWindow):
         label.setProperty("role", "title")
         self.model_combo = QComboBox()
         self.model_combo.setMinimumWidth(220)
+        self.model_combo.setPlaceholderText("no trained model found")
         self.model_combo.currentIndexChanged.connect(self._on_combo)
         self.details = QLabel("")
         self.details.setProperty("role", "muted")
@@ -304,7 +306,11 @@ class MainWindow(QMainWindow):
         self.result_stack.addWidget(self.state_label)
         prediction_layout.addWidget(self.result_stack)
         middle.addWidget(prediction_card, 1)
-        columns.addLayout(middle)
+        middle_column = QWidget()
+        middle_column.setLayout(middle)
+        middle.setContentsMargins(0, 0, 0, 0)
+        middle_column.setFixedWidth(300)  # the same in every state, whatever the messages say
+        columns.addWidget(middle_column)
 
         # Right: feature maps.
         maps_card, maps = _card()
@@ -316,6 +322,7 @@ class MainWindow(QMainWindow):
         header.addWidget(QLabel("Layer"))
         self.layer_combo = QComboBox()
         self.layer_combo.setMinimumWidth(250)
+        self.layer_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.layer_combo.currentIndexChanged.connect(self._on_layer)
         header.addWidget(self.layer_combo)
         self.scale_combo = QComboBox()
@@ -367,7 +374,7 @@ class MainWindow(QMainWindow):
             self._show_banner(f"Could not read {self.outputs_root}: {err}", error=True)
         keys = [e.key for e in self.entries]
         for key in list(self.predictors):  # a checkpoint re-trained in place must load afresh
-            entry = self._entry(key)
+            entry = self.entry(key)
             if entry is None or entry.checkpoint != self.predictors[key].checkpoint:
                 self.predictors.pop(key)
         self.failures = {k: v for k, v in self.failures.items() if k in keys}
@@ -400,12 +407,12 @@ class MainWindow(QMainWindow):
             "<br><br>then press <b>Refresh</b>. You can draw meanwhile: the 28 × 28 input still updates."
         )
 
-    def _entry(self, key: str | None) -> ModelEntry | None:
+    def entry(self, key: str | None) -> ModelEntry | None:
         return next((e for e in self.entries if e.key == key), None)
 
     def select_model(self, key: str) -> None:
         """Switch to model ``key`` (an entry of the switcher); loads it off the GUI thread."""
-        entry = self._entry(key)
+        entry = self.entry(key)
         if entry is None:
             return
         index = self.model_combo.findData(key)
@@ -421,6 +428,7 @@ class MainWindow(QMainWindow):
             self._activate(key)
         else:
             self.details.setText(describe(entry, None))
+            self.status.showMessage(f"Loading {entry.name}…")
             if self.active is None:
                 self._set_state("loading", f"Loading {entry.name}…")
             self._load(entry)
@@ -442,7 +450,7 @@ class MainWindow(QMainWindow):
 
     def _on_loaded(self, key: str, predictor: Predictor) -> None:
         self.loading.discard(key)
-        entry = self._entry(key)
+        entry = self.entry(key)
         if entry is None or entry.checkpoint != predictor.checkpoint:
             return  # the list changed while it loaded
         self.predictors[key] = predictor
@@ -455,13 +463,14 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, key: str, message: str) -> None:
         self.loading.discard(key)
         self.failures[key] = message
-        entry = self._entry(key)
+        entry = self.entry(key)
         name = entry.name if entry else key
         log.warning("could not load %s: %s", name, message)
+        self.status.showMessage(f"Could not load {name}")
         if key == self.current:
             if self.active is not None and self.active in self.predictors:
                 # Keep using the model that works; the switcher goes back to it.
-                fallback = self._entry(self.active)
+                fallback = self.entry(self.active)
                 self.current = None
                 self.select_model(self.active)
                 self._show_banner(
@@ -482,7 +491,7 @@ class MainWindow(QMainWindow):
         self.modelFailed.emit(key, message)
 
     def _activate(self, key: str) -> None:
-        entry = self._entry(key)
+        entry = self.entry(key)
         predictor = self.predictors[key]
         self.active = key
         self.details.setText(describe(entry, predictor))
@@ -502,7 +511,7 @@ class MainWindow(QMainWindow):
             self._watcher.addPath(str(path))
 
     def _on_file_changed(self, path: str) -> None:
-        entry = self._entry(self.active)
+        entry = self.entry(self.active)
         if entry is None or str(entry.checkpoint) != path:
             return
         if not Path(path).exists():
@@ -582,7 +591,7 @@ class MainWindow(QMainWindow):
         if self.active in self.predictors:
             predictors[self.active] = self.predictors[self.active]
         if self.compare_box.isChecked():
-            predictors.update((k, p) for k, p in self.predictors.items() if self._entry(k))
+            predictors.update((k, p) for k, p in self.predictors.items() if self.entry(k))
         return self.inference.predict(self.canvas.to_array(), predictors)
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -624,7 +633,7 @@ class MainWindow(QMainWindow):
             self.verdict_label.setText(f"<b>{prediction.confidence:.1%}</b> confident")
         self.bars.set_probabilities(probs, prediction.uncertain)
         self.status.showMessage(
-            f"{self._entry(self.active).name}: model {prediction.model_ms:.2f} ms · "
+            f"{self.entry(self.active).name}: model {prediction.model_ms:.2f} ms · "
             f"preprocessing {outcome.preprocess_ms:.2f} ms"
         )
 
@@ -667,10 +676,11 @@ class MainWindow(QMainWindow):
         per_map = self.scale_combo.currentIndex() == 0
         predictor = self.predictors.get(self.active) if self.active else None
         self._on_unhover()
+        self.layer_combo.setEnabled(predictor is not None)
         if predictor is None or self._layer is None:
             self.grid.set_maps(None)
             self.grid.set_placeholder("Feature maps appear when a model is loaded.")
-            self.legend.set_scale(None, None, "")
+            self.legend.hide()
             return
         if self._layer == KERNELS:
             name, weights = predictor.first_conv_kernels()
@@ -682,12 +692,13 @@ class MainWindow(QMainWindow):
         if prediction is None or self._layer not in prediction.maps:
             self.grid.set_maps(None)
             self.grid.set_placeholder("Draw a digit to see what every layer makes of it.")
-            self.legend.set_scale(None, None, "")
+            self.legend.hide()
             return
         self.grid.set_maps(prediction.maps[self._layer], per_map=per_map)
         self._legend_for(None)
 
     def _legend_for(self, index: int | None) -> None:
+        self.legend.show()
         per_map = self.scale_combo.currentIndex() == 0
         kernels = self._layer == KERNELS
         what = "weight" if kernels else "activation"
@@ -789,8 +800,17 @@ def _short(name: str) -> str:
 
 
 def brief(message: str, limit: int = 260) -> str:
-    """The first line of an error, shortened: torch appends paragraphs of advice to its errors."""
-    first = message.strip().splitlines()[0] if message.strip() else message
+    """An error without the paragraphs of advice torch appends to its own: the first line, up to
+    a long parenthesis (the quoted library error), at most ``limit`` characters."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()] or [message]
+    first = lines[0]
+    if first.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict:" then the error
+        first = f"{first} {lines[1]}"
+    start = first.find(" (")
+    if start > 0:
+        end = first.find(")", start)
+        if (end if end > 0 else len(first)) - start > 80:
+            first = first[:start]
     return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
 
 

@@ -139,9 +139,12 @@ class Inference(QObject):
     def shutdown(self) -> None:
         """Stop the worker thread (after the request it is running, if any). Idempotent."""
         thread = self.__dict__.get("_thread")
-        if thread is not None and thread.isRunning():
-            thread.quit()
-            thread.wait()
+        try:
+            if thread is not None and thread.isRunning():
+                thread.quit()
+                thread.wait()
+        except RuntimeError:  # at interpreter exit Qt may have deleted it already: nothing runs
+            pass
 
     def __del__(self) -> None:
         # A window dropped without being closed must not take a running QThread with it: Qt
