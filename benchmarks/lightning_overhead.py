@@ -19,6 +19,7 @@ ever adds time). CPU time of the process is reported too: steadier on a shared m
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import time
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from common import ROOT, default_device, describe, machine, write_result
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from cnn_lightning.config import register
 
@@ -85,7 +86,9 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
     optimizer = instantiate(cfg.model.optimizer, params=model.parameters())
     scheduler = None
     if cfg.model.scheduler:
-        extra = {"total_steps": batches} if "OneCycle" in cfg.model.scheduler._target_ else {}
+        # as Classifier.configure_optimizers does: the trainer's step estimate, at least 10
+        takes_steps = "total_steps" in inspect.signature(get_class(cfg.model.scheduler._target_)).parameters
+        extra = {"total_steps": max(batches, 10)} if takes_steps and "total_steps" not in cfg.model.scheduler else {}
         scheduler = instantiate(cfg.model.scheduler, optimizer=optimizer, **extra)
     loader = datamodule.train_dataloader()
     loader.sampler.set_epoch(0)
@@ -117,7 +120,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default: a whole epoch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default=default_device())
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 avoids thread oversubscription "
+                             "when other work keeps the cores busy)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     info = machine()
     print(f"Machine: {describe(info)}")
@@ -151,7 +159,8 @@ def main() -> None:
     path = write_result("lightning_overhead", {
         "settings": {"batches": batches, "batch_size": cfg.data.batch_size, "device": str(device),
                      "rounds": args.rounds, "precision": cfg.trainer.precision,
-                     "model": cfg.model.name, "augment": bool(cfg.data.augment.enabled)},
+                     "model": cfg.model.name, "augment": bool(cfg.data.augment.enabled),
+                     "torch_threads": torch.get_num_threads()},
         "plain_epoch_s": round(best["plain"], 3),
         "lightning_epoch_s": round(best["lightning"], 3),
         "overhead_wall": round(overhead, 4),

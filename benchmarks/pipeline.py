@@ -87,6 +87,16 @@ def conventional_batches(data_dir: str, batch_size: int, device: torch.device, w
     return forever(epoch_batches)
 
 
+def data_cpu_ms(batches, n: int) -> float:
+    """CPU milliseconds (this process and its workers) to produce one batch, no training."""
+    for _ in range(3):
+        next(batches)
+    start = cpu_seconds()
+    for _ in range(n):
+        next(batches)
+    return (cpu_seconds() - start) / n * 1000
+
+
 class Setting:
     """One pipeline + one model + its optimizer, trained step by step."""
 
@@ -139,7 +149,12 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="eager settings only")
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--warm-compile-cache", action="store_true", help="reuse the on-disk compile cache")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 avoids thread oversubscription "
+                             "when other work keeps the cores busy)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     info = machine()
     print(f"Machine: {describe(info)}")
@@ -171,6 +186,18 @@ def main() -> None:
                 conventional_batches(data_dir, batch_size, device, workers),
                 net_cls(**net_kwargs), recipe, compiled, device,
             ))
+
+    # The input pipelines alone: their CPU cost per batch, which bounds the ratio below.
+    data_only = {
+        "project": project_batches(data_dir, batch_size, device, augment=False),
+        "project + augmentation": project_batches(data_dir, batch_size, device, augment=True),
+        **{f"conventional {w} workers": conventional_batches(data_dir, batch_size, device, w) for w in args.workers},
+    }
+    data_ms = {name: round(min(data_cpu_ms(b, args.batches) for _ in range(args.rounds)), 2)
+               for name, b in data_only.items()}
+    del data_only  # ends the data-only DataLoader workers
+    print("CPU ms to produce one batch, no training: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in data_ms.items()))
 
     print(f"tiny net, batch {batch_size}, {recipe['optimizer']['_target_']}, device {device}; "
           f"{args.batches} timed batches after {args.warmup}, best of {args.rounds} rounds")
@@ -219,8 +246,10 @@ def main() -> None:
     path = write_result("pipeline", {
         "settings": {"batch_size": batch_size, "device": str(device), "timed_batches": args.batches,
                      "warmup_batches": args.warmup, "rounds": args.rounds, "net": recipe["net"],
-                     "optimizer": recipe["optimizer"], "compile_cache": "warm" if args.warm_compile_cache else "cold"},
+                     "optimizer": recipe["optimizer"], "compile_cache": "warm" if args.warm_compile_cache else "cold",
+                     "torch_threads": torch.get_num_threads()},
         "results": results,
+        "data_only_cpu_ms_per_batch": data_ms,
         "ratios": ratios,
         "best": {"project": project_best, "conventional": conventional_best},
         "goal_best_vs_best": GOAL,

@@ -80,6 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=TARGET)
     parser.add_argument("--stop-at-target", action="store_true", help="end training once the target is reached")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the training process (default: torch's choice; 1 avoids "
+                             "thread oversubscription when other work keeps the cores busy)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training command")
     args = parser.parse_args()
 
@@ -97,6 +100,8 @@ def main() -> None:
         f"hydra.run.dir={run_dir}",
     ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     print("Running:", " ".join(command[1:]))
     launched = time.time()
     done = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True)
@@ -137,6 +142,7 @@ def main() -> None:
     path = write_result("time_to_accuracy", {
         "target_test_acc": args.target,
         "overrides": args.overrides,
+        "omp_num_threads": args.threads,
         "stop_at_target": args.stop_at_target,
         "reached": reached is not None,
         "epoch": reached["epoch"] if reached else None,
