@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnn_lightning.config import project_root
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -16,29 +14,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint to open first (any .ckpt of this project)")
     parser.add_argument(
-        "--outputs", type=Path, default=Path(project_root()) / "outputs",
-        help="where to look for trained runs: the best checkpoint of each architecture (default: %(default)s)",
+        "--outputs", type=Path, default=None,
+        help="where to look for trained runs, for the best checkpoint of each architecture "
+             "(default: outputs/ in the project)",
     )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # torch and Qt are imported only now, so --help answers at once and without a display.
     from gui import broken_qt_binding
 
     problem = broken_qt_binding()
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    # Qt widgets are imported only now, so --help works without a display.
     from PySide6.QtWidgets import QApplication
 
+    from cnn_lightning.config import project_root
     from gui.window import MainWindow, apply_style
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("cnn-lightning")
     apply_style(app)
-    window = MainWindow(outputs_root=args.outputs, checkpoint=args.checkpoint)
+    outputs = args.outputs or Path(project_root()) / "outputs"
+    window = MainWindow(outputs_root=outputs, checkpoint=args.checkpoint)
     window.resize(1360, 820)
     window.show()
     return app.exec()

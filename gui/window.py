@@ -377,7 +377,7 @@ class MainWindow(QMainWindow):
             entry = self.entry(key)
             if entry is None or entry.checkpoint != self.predictors[key].checkpoint:
                 self.predictors.pop(key)
-        self.failures = {k: v for k, v in self.failures.items() if k in keys}
+        self.failures = {}  # a file that failed may have been replaced: Refresh tries again
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for entry in self.entries:

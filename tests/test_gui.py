@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +32,27 @@ from gui.window import KERNELS, MainWindow  # noqa: E402
 WAIT = 15_000  # ms; generous: the machine is shared, and a load runs a (small) net once
 
 
+def run_train_one_thread(*overrides: str):
+    """``run_train`` with one torch thread. On a busy 2-core machine two threads spend their time
+    waiting for each other: a 160-batch run took 190 s with two and 31 s with one."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        return run_train(*overrides)
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+
+
 @pytest.fixture(scope="session")
 def second_run(tmp_path_factory, mnist_dir) -> Path:
     """A real short run of another architecture: a wider tiny net, under its own model name."""
     run_dir = tmp_path_factory.mktemp("run") / "tiny_wide"
     # Only a few batches: the tests switch to it and compare with it, they need no accuracy.
     overrides = [o for o in FAST if not o.startswith(("trainer.limit_train_batches", "trainer.limit_val_batches"))]
-    result = run_train(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
+    result = run_train_one_thread(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
                        "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
@@ -223,6 +240,17 @@ def test_no_checkpoint_gives_an_empty_state_naming_the_training_command(qtbot, o
     assert window.input_view.array() is not None and window.state == "no-model"
 
 
+def test_refresh_finds_a_run_trained_while_the_app_is_open(qtbot, open_window, tmp_path, trained_run):
+    outputs = tmp_path / "outputs"
+    window = open_window(outputs_root=outputs)
+    assert window.state == "no-model"
+    make_outputs(outputs, trained_run)  # as if `make train` had just finished
+    qtbot.mouseClick(window.refresh_button, Qt.MouseButton.LeftButton)
+    wait_ready(qtbot, window)
+    assert window.active == "tiny" and window.model_combo.count() == 1
+    assert window.result_stack.currentIndex() == 0 and window.layer_combo.isEnabled()
+
+
 def _truncated(path: Path, good: Path) -> None:
     data = good.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -287,7 +315,6 @@ def test_a_given_checkpoint_opens_first_and_the_found_ones_follow(qtbot, open_wi
     assert [e.name for e in window.entries] == ["tiny_wide", "tiny"]
     assert window.active == f"file:{given}"
     assert "12" in window.layer_combo.itemText(0)  # the wide net's 12 first-layer maps
-    assert parse_args(["--checkpoint", str(given), "--outputs", str(outputs)]).checkpoint == given
 
 
 def test_switching_models_and_comparing_them_side_by_side(qtbot, open_window, two_models):
@@ -411,3 +438,11 @@ def test_stress_random_strokes_clears_undos_and_model_switches(qtbot, open_windo
         np.testing.assert_array_equal(outcome.input, preprocess(canvas.to_array())[0].numpy())
         assert window.active in outcome.predictions and window.state == "ready"
         np.testing.assert_allclose(window.bars.probabilities(), outcome.predictions[window.active].probabilities)
+
+
+def test_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gui", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--checkpoint" in result.stdout and "--outputs" in result.stdout
+    args = parse_args(["--checkpoint", str(tmp_path / "x.ckpt"), "--outputs", str(tmp_path)])
+    assert args.checkpoint == tmp_path / "x.ckpt" and args.outputs == tmp_path

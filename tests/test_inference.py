@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,20 @@ from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets import TinyNet
 
 
+def run_train_one_thread(*overrides: str):
+    """``run_train`` with one torch thread. On a busy 2-core machine two threads spend their time
+    waiting for each other: a 160-batch run took 190 s with two and 31 s with one."""
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        return run_train(*overrides)
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+
+
 @pytest.fixture(scope="session")
 def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     """The official test images (uint8, 10000 x 28 x 28) and labels, read from the verified raw
@@ -47,9 +62,9 @@ def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
 def well_trained(tmp_path_factory, mnist_dir) -> Path:
     """A real short training of the tiny net that is good enough (~95%) for an accuracy comparison
     to mean something: a weaker net sits so close to its decision boundaries that resampling noise
-    alone moves its accuracy by a point. 160 batches: about 10 s on an idle 2-core machine."""
+    alone moves its accuracy by a point. 160 batches: about 30 s on a busy 2-core machine."""
     run_dir = tmp_path_factory.mktemp("well_trained") / "tiny"
-    result = run_train(
+    result = run_train_one_thread(
         "trainer.max_epochs=1", "trainer.limit_train_batches=160", "trainer.limit_val_batches=2", "test=false",
         "~callbacks.progress_bar",
         f"hydra.run.dir={run_dir}",
