@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from PIL import Image
 from torch import nn
 
 import cnn_lightning
+from cnn_lightning import nets
 from cnn_lightning.inference import (
+    FEATURE_LAYERS,
     EmptyImageError,
     ImageFileError,
     Predictor,
@@ -31,6 +34,7 @@ from cnn_lightning.inference import (
 )
 from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets import TinyNet
+from cnn_lightning.nets.layers import Normalize
 
 
 def run_train_one_thread(*overrides: str):
@@ -317,3 +321,35 @@ def test_a_predictor_refuses_a_bad_checkpoint(tmp_path):
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(cnn_lightning.CheckpointError, match="bad.ckpt"):
         Predictor.from_checkpoint(bad)
+
+
+@pytest.mark.parametrize("name", nets.__all__)
+def test_every_architecture_gets_feature_maps_and_receptive_fields(name):
+    """Each net of ``cnn_lightning.nets`` (as load_model builds it, untrained): a map for every
+    conv, activation and pool, a receptive field for each, and no unit depending on an input pixel
+    outside its receptive field (the input gradient's support lies inside the box)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(normalize=Normalize(), net=getattr(nets, name)())).eval()
+    predictor = Predictor(model)
+    assert predictor.architecture == name and predictor.activations
+    prediction = predictor.predict(np.pad(np.eye(20, dtype=np.float32), 4))
+    assert prediction.probabilities.shape == (10,) and list(prediction.maps) == predictor.layers
+    expected = [n for n, m in model.named_modules() if isinstance(m, FEATURE_LAYERS)]
+    spatial = [n for n in expected if n in prediction.maps]
+    assert spatial and all(n in predictor.geometry for n in spatial)
+
+    outputs = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o.clone())) for n in spatial]
+    x = torch.rand(1, 1, 28, 28, requires_grad=True)
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    for layer in spatial:
+        out = outputs[layer]
+        row, col = out.shape[2] // 2, out.shape[3] // 2
+        (grad,) = torch.autograd.grad(out[0, :, row, col].sum(), x, retain_graph=True)
+        top, left, bottom, right = predictor.receptive_field(layer, row, col)
+        outside = grad[0, 0].abs().clone()
+        outside[top : bottom + 1, left : right + 1] = 0
+        assert float(outside.max()) == 0.0, f"{name} {layer}: input outside its receptive field matters"
