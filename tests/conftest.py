@@ -33,8 +33,12 @@ def mnist_dir() -> Path:
 
 
 def run_train(*overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m cnn_lightning.train`` in a subprocess, as a user runs it."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    """``python -m cnn_lightning.train`` in a subprocess, as a user runs it.
+
+    With one torch thread: these nets are too small for two to help, and on a busy 2-core
+    machine two threads mostly wait for each other (a 160-batch run: 190 s with two, 31 s with one).
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-m", "cnn_lightning.train", *overrides],
         cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,

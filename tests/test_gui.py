@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,19 +31,6 @@ from gui.window import KERNELS, MainWindow  # noqa: E402
 WAIT = 15_000  # ms; generous: the machine is shared, and a load runs a (small) net once
 
 
-def run_train_one_thread(*overrides: str):
-    """``run_train`` with one torch thread. On a busy 2-core machine two threads spend their time
-    waiting for each other: a 160-batch run took 190 s with two and 31 s with one."""
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        return run_train(*overrides)
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-
 
 @pytest.fixture(scope="session")
 def second_run(tmp_path_factory, mnist_dir) -> Path:
@@ -52,7 +38,7 @@ def second_run(tmp_path_factory, mnist_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "tiny_wide"
     # Only a few batches: the tests switch to it and compare with it, they need no accuracy.
     overrides = [o for o in FAST if not o.startswith(("trainer.limit_train_batches", "trainer.limit_val_batches"))]
-    result = run_train_one_thread(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
+    result = run_train(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
                        "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir

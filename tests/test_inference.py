@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
@@ -37,20 +36,6 @@ from cnn_lightning.nets import TinyNet
 from cnn_lightning.nets.layers import Normalize
 
 
-def run_train_one_thread(*overrides: str):
-    """``run_train`` with one torch thread. On a busy 2-core machine two threads spend their time
-    waiting for each other: a 160-batch run took 190 s with two and 31 s with one."""
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        return run_train(*overrides)
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-
-
 @pytest.fixture(scope="session")
 def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     """The official test images (uint8, 10000 x 28 x 28) and labels, read from the verified raw
@@ -68,7 +53,7 @@ def well_trained(tmp_path_factory, mnist_dir) -> Path:
     to mean something: a weaker net sits so close to its decision boundaries that resampling noise
     alone moves its accuracy by a point. 160 batches: about 30 s on a busy 2-core machine."""
     run_dir = tmp_path_factory.mktemp("well_trained") / "tiny"
-    result = run_train_one_thread(
+    result = run_train(
         "trainer.max_epochs=1", "trainer.limit_train_batches=160", "trainer.limit_val_batches=2", "test=false",
         "~callbacks.progress_bar",
         f"hydra.run.dir={run_dir}",
