@@ -172,6 +172,8 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         epoch_seed = torch.initial_seed() % (2**31) if train else 0
+        if train and world > 1:  # one permutation for all ranks, or their shards would overlap
+            epoch_seed = trainer.strategy.broadcast(epoch_seed)
         sampler = ShardedBatchSampler(
             len(images), batch_size, shuffle=train, seed=epoch_seed, rank=rank,
             world_size=world, drop_last=train,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -36,6 +37,18 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _fit_state_from_checkpoints(best_path: str, last_path: str) -> tuple:
+    """(best score, epochs trained, global steps) as the checkpoint files record them."""
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    score = next(
+        (s["best_model_score"] for k, s in best.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")),
+        None,
+    )
+    last_path = last_path or str(Path(best_path).with_name("last.ckpt"))
+    last = torch.load(last_path, map_location="cpu", weights_only=True) if Path(last_path).is_file() else best
+    return score, last["epoch"] + 1, last["global_step"]
+
+
 def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
@@ -51,14 +64,20 @@ def train(cfg: DictConfig) -> dict:
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
+    best_score = checkpoint.best_model_score if checkpoint else None
+    epochs, steps = trainer.current_epoch, trainer.global_step
+    if best_path and best_score is None:
+        # ddp_spawn trained in worker processes, which hand back only the best path: read the
+        # score from that checkpoint, and epochs and steps from the last one.
+        best_score, epochs, steps = _fit_state_from_checkpoints(best_path, checkpoint.last_model_path)
     summary = {
         "model": cfg.model.name,
         "params": sum(p.numel() for p in model.model.parameters() if p.requires_grad),
         "best_checkpoint": best_path,
-        "val_acc_best": float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else None,
+        "val_acc_best": float(best_score) if best_score is not None else None,
         "test_acc": None,
-        "epochs": trainer.current_epoch,
-        "global_steps": trainer.global_step,
+        "epochs": epochs,
+        "global_steps": steps,
         "seed": cfg.seed,
         "wall_time_s": None,
         "output_dir": str(cfg.paths.output_dir),

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -146,6 +147,8 @@ def test_ddp_sim_shards_the_training_split_and_syncs_metrics(tmp_path, mnist_dir
     assert test[0]["metrics"] == test[1]["metrics"]
     summary = read_summary(run_dir)
     assert summary["test_acc"] == test[0]["metrics"]["test/acc"]
+    # the spawned ranks hand back only the best path; the summary still has the score and epochs
+    assert summary["val_acc_best"] == pytest.approx(fit[0]["metrics"]["val/acc"]) and summary["epochs"] == 1
 
     # ... equal to one process evaluating the checkpoint on the same images. After one epoch the
     # best checkpoint holds the weights that were validated. Accuracy: within a tenth of an image;
