@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the runs go (default outputs/benchmarks/<date_time>)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs of --runs-dir that already have a summary.json (resume a benchmark)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the finished runs of --runs-dir (the table says how many seeds each has)")
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-") or "=" not in o]
     if bad:
@@ -172,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         runs = []
         for seed in seeds:
+            if args.report_only and not (runs_dir / model / f"seed{seed}" / "summary.json").is_file():
+                continue
             try:
-                runs.append(train_once(model, seed, runs_dir / model / f"seed{seed}", overrides, args.reuse))
+                runs.append(train_once(model, seed, runs_dir / model / f"seed{seed}", overrides, args.reuse or args.report_only))
             except RuntimeError as err:
                 failures.append(str(err))
                 print(err, file=sys.stderr)
