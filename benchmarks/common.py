@@ -93,6 +93,23 @@ def describe(info: dict) -> str:
     )
 
 
+def add_threads_option(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 avoids thread oversubscription "
+                             "when other work keeps the cores busy)")
+
+
+def start(args) -> dict:
+    """Apply ``--threads`` to this process and describe the machine the figures come from."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    info = machine()
+    print(f"Machine: {describe(info)}")
+    return info
+
+
 def default_device() -> str:
     import torch
 

@@ -26,7 +26,7 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import ROOT, default_device, describe, machine, write_result
+from common import ROOT, add_threads_option, default_device, start, write_result
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 
@@ -120,15 +120,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default: a whole epoch)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default=default_device())
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice; 1 avoids thread oversubscription "
-                             "when other work keeps the cores busy)")
+    add_threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    info = machine()
-    print(f"Machine: {describe(info)}")
+    info = start(args)
     device = torch.device(args.device)
     cfg = compose_config({"cuda": "gpu"}.get(device.type, device.type))
     epoch_batches = (60_000 - cfg.data.val_size) // cfg.data.batch_size

@@ -33,7 +33,7 @@ if "--warm-compile-cache" not in sys.argv:
 import hydra  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import ROOT, cpu_seconds, default_device, describe, machine, tiny_recipe, write_result  # noqa: E402
+from common import ROOT, add_threads_option, cpu_seconds, default_device, start, tiny_recipe, write_result  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms  # noqa: E402
 from torchvision.datasets import MNIST  # noqa: E402
@@ -149,15 +149,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="eager settings only")
     parser.add_argument("--device", default=default_device())
     parser.add_argument("--warm-compile-cache", action="store_true", help="reuse the on-disk compile cache")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice; 1 avoids thread oversubscription "
-                             "when other work keeps the cores busy)")
+    add_threads_option(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    info = machine()
-    print(f"Machine: {describe(info)}")
+    info = start(args)
     device = torch.device(args.device)
     recipe = tiny_recipe()
     data_dir, batch_size = str(ROOT / "data"), recipe["batch_size"]
