@@ -32,16 +32,18 @@ def mnist_dir() -> Path:
     return data_dir
 
 
-def run_train(*overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m cnn_lightning.train`` in a subprocess, as a user runs it.
+def train_env() -> dict[str, str]:
+    """The environment of test trainings. One torch thread: these nets are too small for two to
+    help, and on a busy 2-core machine two threads mostly wait for each other (a 160-batch run:
+    190 s with two, 31 s with one)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
 
-    With one torch thread: these nets are too small for two to help, and on a busy 2-core
-    machine two threads mostly wait for each other (a 160-batch run: 190 s with two, 31 s with one).
-    """
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
+
+def run_train(*overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m cnn_lightning.train`` in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "cnn_lightning.train", *overrides],
-        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -2,14 +2,13 @@
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_summary
+from conftest import ROOT, read_summary, train_env
 from hydra import compose, initialize_config_dir
 
 from cnn_lightning.checkpoints import find_best, find_runs
@@ -25,7 +24,7 @@ SHORT = [  # every job: 60 real batches, the full validation and test sets (a fe
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=train_env(),
     )
 
 
