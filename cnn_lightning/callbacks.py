@@ -70,7 +70,7 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _hwc(image: Image.Image) -> np.ndarray:
+def to_hwc(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
@@ -89,7 +89,7 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
-def _captions(images: torch.Tensor, lines: list[tuple[str, str]], scale: int = 3, ncol: int = 8) -> Image.Image:
+def caption_grid(images: torch.Tensor, lines: list[tuple[str, str]], scale: int = 3, ncol: int = 8) -> Image.Image:
     """Grey digits (N, 1, 28, 28) in [0, 1], upscaled, each with two caption lines below."""
     size = images.shape[-1] * scale
     cell_w, cell_h, pad = size, size + 30, 4
@@ -383,8 +383,8 @@ class MisclassifiedDigits(L.Callback):
             writer.add_text("val/misclassified", "\n".join(rows), step)
             if len(images):
                 lines = [(f"label {int(y)}", f"pred {int(p)} {float(q):.0%}") for y, p, q in zip(labels, preds, probs, strict=True)]
-                picture = _captions(images.float().clamp(0, 1), lines, ncol=self.ncol)
-                writer.add_image("val/misclassified", _hwc(picture), step, dataformats="HWC")
+                picture = caption_grid(images.float().clamp(0, 1), lines, ncol=self.ncol)
+                writer.add_image("val/misclassified", to_hwc(picture), step, dataformats="HWC")
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._logits.detach()
@@ -464,7 +464,7 @@ class ConfusionMatrix(L.Callback):
         rows += [f"| {i} | " + " | ".join(str(int(c)) for c in matrix[i]) + " |" for i in range(n)]
         picture = render_confusion(matrix)
         for writer in writers:
-            writer.add_image("test/confusion_matrix", _hwc(picture), trainer.global_step, dataformats="HWC")
+            writer.add_image("test/confusion_matrix", to_hwc(picture), trainer.global_step, dataformats="HWC")
             writer.add_text("test/confusion_matrix", "\n".join(rows), trainer.global_step)
 
 

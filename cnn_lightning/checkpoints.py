@@ -91,6 +91,7 @@ class RunRecord:
     epochs: int
     seed: int | None
     run_dir: Path
+    wall_time_s: float | None = None
 
 
 def find_runs(root: str | os.PathLike, model: str | None = None) -> list[RunRecord]:
@@ -112,6 +113,7 @@ def find_runs(root: str | os.PathLike, model: str | None = None) -> list[RunReco
                 epochs=int(summary.get("epochs", 0)),
                 seed=summary.get("seed"),
                 run_dir=summary_path.parent,
+                wall_time_s=summary.get("wall_time_s"),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping %s: not a readable run summary (%s)", summary_path, err)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cnn_lightning.callbacks import _captions, render_confusion
+from cnn_lightning.callbacks import caption_grid, render_confusion, to_hwc
 from cnn_lightning.checkpoints import CheckpointError, RunRecord, find_best, find_runs, load_model
 from cnn_lightning.config import register
 from cnn_lightning.sweep import write_atomically
@@ -118,27 +118,21 @@ def evaluate(cfg: DictConfig) -> dict:
     grid = None
     if len(worst):
         lines = [(f"label {int(labels[i])}", f"pred {int(predicted[i])} {float(confidence[i]):.0%}") for i in worst]
-        grid = _captions(images[worst].float() / 255, lines)
+        grid = caption_grid(images[worst].float() / 255, lines)
         grid.save(out_dir / "worst_misclassified.png")
 
     with SummaryWriter(str(out_dir / "tensorboard")) as writer:
         writer.add_scalar("test/acc", metrics["test_acc"], 0)
         for digit, acc in enumerate(metrics["per_class_acc"]):
             writer.add_scalar(f"test/acc_class_{digit}", acc, 0)
-        writer.add_image("test/confusion_matrix", torch.from_numpy(_rgb(confusion)), 0, dataformats="HWC")
+        writer.add_image("test/confusion_matrix", torch.from_numpy(to_hwc(confusion).copy()), 0, dataformats="HWC")
         if grid is not None:
-            writer.add_image("test/worst_misclassified", torch.from_numpy(_rgb(grid)), 0, dataformats="HWC")
+            writer.add_image("test/worst_misclassified", torch.from_numpy(to_hwc(grid).copy()), 0, dataformats="HWC")
 
     kind = f"ensemble of {len(members)}" if cfg.ensemble else str(described[0]["checkpoint"])
     log.info("\nTest accuracy (%s): %.2f%% (%d errors in %d)\nResults: %s",
              kind, 100 * metrics["test_acc"], metrics["errors"], metrics["images"], out_dir)
     return metrics
-
-
-def _rgb(image):
-    import numpy as np
-
-    return np.asarray(image.convert("RGB")).copy()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -41,20 +41,13 @@ def _overrides(run: RunRecord) -> str:
         return ""
 
 
-def _wall_time(run: RunRecord) -> float | None:
-    try:
-        return json.loads((run.run_dir / "summary.json").read_text()).get("wall_time_s")
-    except (OSError, ValueError):
-        return None
-
-
 def leaderboard_rows(root: Path) -> list[dict[str, Any]]:
     """Every finished run under ``root``, best validation accuracy first (never test accuracy)."""
     return [
         {
             "rank": rank, "model": run.model, "overrides": _overrides(run), "params": run.params,
             "val_acc": run.val_acc, "test_acc": run.test_acc, "epochs": run.epochs, "seed": run.seed,
-            "wall_time_s": _wall_time(run), "checkpoint": str(run.checkpoint),
+            "wall_time_s": run.wall_time_s, "checkpoint": str(run.checkpoint),
         }
         for rank, run in enumerate(find_runs(root), 1)
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,16 +24,10 @@ from omegaconf import DictConfig
 
 from cnn_lightning.config import register
 from cnn_lightning.summary import format_table, layer_table
+from cnn_lightning.sweep import write_atomically
 
 log = logging.getLogger(__name__)
 register()
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: readers see the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _fit_state_from_checkpoints(best_path: str, last_path: str) -> tuple:
@@ -88,7 +81,7 @@ def train(cfg: DictConfig) -> dict:
         summary["test_acc"] = results["test/acc"]
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / "summary.json", summary)
+        write_atomically(Path(cfg.paths.output_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
         test = f"{summary['test_acc']:.2%}" if summary["test_acc"] is not None else "not run"
         log.info(
             "\nTest accuracy of the best checkpoint (val acc %s): %s\nCheckpoint:  %s\n"
