@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/callbacks/tensorboard.yaml"))
 CLASS_TO_NAME = {conf["_target_"].rsplit(".", 1)[1]: name for name, conf in MONITORING.items()}
-ALWAYS_OFF = ["progress_bar", "model_summary"]  # terminal output, not monitoring: off in every run
+ALWAYS_OFF = ["progress_bar"]  # terminal output, not monitoring: off in every run
 ONE_OFF_HOOKS = ("setup", "on_fit_start", "on_train_start", "on_fit_end", "teardown")
 
 

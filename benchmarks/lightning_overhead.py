@@ -1,19 +1,23 @@
 """A Lightning training epoch against a plain PyTorch loop doing the same work.
 
-    python benchmarks/lightning_overhead.py                      # one full epoch each, best of 3
-    python benchmarks/lightning_overhead.py --batches 50 --rounds 2  # a quick check
+    python benchmarks/lightning_overhead.py                    # 5 measured rounds of a full epoch each
+    python benchmarks/lightning_overhead.py --rounds 2         # a quick check
+    python benchmarks/lightning_overhead.py --batches 100      # shorter epochs
 
 Both sides get the project's data module, the tiny net of conf/model/tiny.yaml with its optimizer
-and scheduler, and the default data config (augmentation on the device included), composed from
-``conf/`` as the training command composes them. Lightning: a ``Trainer`` fitting the project's
-``Classifier`` (metrics and ``self.log`` included) for one epoch, without validation, logger,
-checkpoints, progress bar or model summary, i.e. Lightning's own machinery only. Plain loop: the
-same batches, ``on_after_batch_transfer`` + augmentation, forward, cross-entropy, the same
-torchmetrics accuracy update, backward, optimizer and scheduler steps.
+and scheduler, and the default data config (augmentation included), composed from ``conf/`` as
+the training command composes them, on the same seed, batch order and torch threads (torch's
+default unless ``--threads``). Lightning: a ``Trainer`` fitting the project's ``Classifier``
+(metrics and ``self.log`` included) for one epoch, without validation, logger, checkpoints,
+progress bar or model summary, i.e. Lightning's own machinery only. Plain loop: the same batches,
+``on_after_batch_transfer`` + augmentation, forward, cross-entropy, the same torchmetrics accuracy
+update, backward, optimizer and scheduler steps.
 
-The epoch is timed from its first batch to its end (Trainer set-up, a one-off, is reported
-apart). Rounds alternate which side goes first; the best round of each counts (other load only
-ever adds time). CPU time of the process is reported too: steadier on a shared machine.
+The epoch is timed from its first batch to its end (Trainer set-up, a one-off, is reported apart).
+The sides alternate, plain then Lightning, for a warm-up pair that is discarded and then
+``--rounds`` measured pairs; the overhead is the ratio of the two medians, with the spread
+(min-max) of each side and the median of the per-pair ratios beside it. A shared or busy machine
+makes every round slower, so take the figures on an idle one (the load average is recorded).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 
 from cnn_lightning.config import register
+from cnn_lightning.console import quiet_libraries
 
+quiet_libraries()
 GOAL = 0.05  # the issue's goal: Lightning's epoch at most 5% slower
 
 
@@ -103,7 +109,7 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
         images = datamodule.augment(images)  # what on_after_batch_transfer adds while training
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        accuracy(logits, labels)
+        accuracy.update(logits, labels)  # as Classifier.training_step does
         loss_sum += loss.detach()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,50 +121,63 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
     return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start}
 
 
+def summarise(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default: a whole epoch)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="measured (plain, Lightning) pairs after the warm-up")
     parser.add_argument("--device", default=default_device())
     add_threads_option(parser)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     info = start(args)
     device = torch.device(args.device)
     cfg = compose_config({"cuda": "gpu"}.get(device.type, device.type))
     epoch_batches = (60_000 - cfg.data.val_size) // cfg.data.batch_size
     batches = min(args.batches or epoch_batches, epoch_batches)
     print(f"tiny net, batch {cfg.data.batch_size}, {batches} batches an epoch, device {device}, "
-          f"best of {args.rounds} rounds")
+          f"{torch.get_num_threads()} torch threads; 1 warm-up pair + {args.rounds} measured pairs")
 
     runs = {"plain": [], "lightning": []}
-    for r in range(args.rounds):
-        order = ["plain", "lightning"] if r % 2 == 0 else ["lightning", "plain"]
-        for side in order:
-            fn = plain_epoch if side == "plain" else lightning_epoch
-            result = fn(cfg, batches, device, seed=r)
-            runs[side].append(result)
-            print(f"  round {r + 1}  {side:9s} epoch {result['wall_s']:7.2f} s wall  {result['cpu_s']:7.2f} s CPU")
+    for r in range(args.rounds + 1):
+        label = "warm-up" if r == 0 else f"round {r}"
+        for side, epoch in (("plain", plain_epoch), ("lightning", lightning_epoch)):
+            result = epoch(cfg, batches, device, seed=r)
+            if r > 0:
+                runs[side].append(result)
+            print(f"  {label:8s} {side:9s} epoch {result['wall_s']:7.2f} s wall  {result['cpu_s']:7.2f} s CPU")
 
-    best = {side: min(x["wall_s"] for x in runs[side]) for side in runs}
-    best_cpu = {side: min(x["cpu_s"] for x in runs[side]) for side in runs}
-    overhead = best["lightning"] / best["plain"] - 1
-    overhead_cpu = best_cpu["lightning"] / best_cpu["plain"] - 1
+    wall = {side: summarise([x["wall_s"] for x in runs[side]]) for side in runs}
+    cpu = {side: summarise([x["cpu_s"] for x in runs[side]]) for side in runs}
+    overhead = wall["lightning"]["median"] / wall["plain"]["median"] - 1
+    overhead_cpu = cpu["lightning"]["median"] / cpu["plain"]["median"] - 1
+    pair_ratios = [lt["wall_s"] / p["wall_s"] - 1 for p, lt in zip(runs["plain"], runs["lightning"], strict=True)]
     setup = statistics.median(x["fit_wall_s"] - x["wall_s"] for x in runs["lightning"])
     images = batches * cfg.data.batch_size
-    print(f"\nplain loop: {best['plain']:.2f} s ({images / best['plain']:.0f} images/s)   "
-          f"Lightning: {best['lightning']:.2f} s ({images / best['lightning']:.0f} images/s)")
-    print(f"Lightning overhead: {overhead:+.1%} wall, {overhead_cpu:+.1%} CPU time "
-          f"(goal <= {GOAL:.0%}: {'met' if overhead <= GOAL else 'NOT met'}); "
-          f"Trainer set-up and teardown outside the epoch: {setup:.2f} s once per fit")
+    for side in ("plain", "lightning"):
+        w = wall[side]
+        print(f"{side:9s}: median {w['median']:.2f} s ({images / w['median']:.0f} images/s), "
+              f"spread {w['min']:.2f}-{w['max']:.2f} s")
+    print(f"Lightning overhead: {overhead:+.1%} (median of {args.rounds} rounds, spread "
+          f"{wall['plain']['min']:.2f}-{wall['plain']['max']:.2f} s plain, "
+          f"{wall['lightning']['min']:.2f}-{wall['lightning']['max']:.2f} s Lightning; "
+          f"per-pair median {statistics.median(pair_ratios):+.1%}; CPU time {overhead_cpu:+.1%}; "
+          f"goal <= {GOAL:.0%}: {'met' if overhead <= GOAL else 'NOT met'})")
+    print(f"Trainer set-up and teardown outside the epoch: {setup:.2f} s once per fit")
     path = write_result("lightning_overhead", {
         "settings": {"batches": batches, "batch_size": cfg.data.batch_size, "device": str(device),
-                     "rounds": args.rounds, "precision": cfg.trainer.precision,
+                     "rounds": args.rounds, "warmup_pairs_discarded": 1, "precision": cfg.trainer.precision,
                      "model": cfg.model.name, "augment": bool(cfg.data.augment.enabled),
                      "torch_threads": torch.get_num_threads()},
-        "plain_epoch_s": round(best["plain"], 3),
-        "lightning_epoch_s": round(best["lightning"], 3),
-        "overhead_wall": round(overhead, 4),
-        "overhead_cpu_time": round(overhead_cpu, 4),
+        "plain_epoch_s": {k: round(v, 3) for k, v in wall["plain"].items()},
+        "lightning_epoch_s": {k: round(v, 3) for k, v in wall["lightning"].items()},
+        "overhead_wall_median": round(overhead, 4),
+        "overhead_wall_per_pair": [round(x, 4) for x in pair_ratios],
+        "overhead_cpu_time_median": round(overhead_cpu, 4),
         "lightning_setup_s": round(setup, 2),
         "rounds": {side: [{k: round(v, 3) for k, v in x.items()} for x in runs[side]] for side in runs},
         "goal_overhead": GOAL,

@@ -23,11 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnn_lightning.config import register
+from cnn_lightning.console import quiet_libraries
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
 
 log = logging.getLogger(__name__)
 register()
+quiet_libraries()
 
 
 def _fit_state_from_checkpoints(best_path: str, last_path: str) -> tuple:
