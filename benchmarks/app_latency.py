@@ -36,7 +36,7 @@ from PySide6.QtCore import QEvent, QObject, QPoint, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cnn_lightning.inference import preprocess  # noqa: E402
+from cnn_lightning.images import preprocess  # noqa: E402
 from gui.window import MainWindow, apply_style  # noqa: E402
 
 MODEL_GOAL_MS = 5.0

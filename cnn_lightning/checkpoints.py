@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -130,3 +131,37 @@ def find_best(root: str | os.PathLike, model: str | None = None) -> RunRecord | 
     """The run with the best validation accuracy under ``root`` (for ``model``, or overall)."""
     runs = find_runs(root, model)
     return runs[0] if runs else None
+
+
+# Architectures in the order the app lists them; any other name found is listed after these.
+ARCHITECTURE_ORDER = ("lenet", "lenet_classic", "alexnet_lite", "tiny")
+
+
+def architecture_sort_key(name: str) -> tuple[int, str]:
+    return (ARCHITECTURE_ORDER.index(name) if name in ARCHITECTURE_ORDER else len(ARCHITECTURE_ORDER), name)
+
+
+def best_per_architecture(outputs_root: str | os.PathLike) -> list[RunRecord]:
+    """The best run (by validation accuracy) of every architecture found under ``outputs_root``."""
+    best: dict[str, RunRecord] = {}
+    for record in find_runs(outputs_root):  # best first
+        best.setdefault(record.model, record)
+    return sorted(best.values(), key=lambda r: architecture_sort_key(r.model))
+
+
+def record_for_checkpoint(path: str | os.PathLike) -> RunRecord | None:
+    """The run a checkpoint file belongs to, when it sits in a run directory with a summary."""
+    path = Path(path).resolve()
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if not (run_dir / "summary.json").is_file():
+        return None
+    for record in find_runs(run_dir):
+        if record.run_dir == run_dir:
+            return record
+    return None
+
+
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The 1-based epoch of a checkpoint named like Lightning's ``epoch03-...`` (0-based there)."""
+    match = re.search(r"epoch=?(\d+)", Path(path).name)
+    return int(match.group(1)) + 1 if match else None

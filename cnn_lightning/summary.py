@@ -17,7 +17,7 @@ field (RF) and jump, and for convs and pools the output-size formula with its nu
   BatchNorm, activations and pools are not counted).
 
 RF and jump assume the layers form a chain, run in forward order, as all of ``cnn_lightning.nets``
-do.
+do; the recurrence is ``cnn_lightning.geometry``'s, the one the app's receptive fields use.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch import nn
 
 from cnn_lightning.checkpoints import build_model
 from cnn_lightning.config import project_root, register, to_plain
+from cnn_lightning.geometry import Geometry, pair, sliding_window
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -49,10 +50,6 @@ class LayerRow:
     rf: int                     # receptive field in input pixels (height; all nets here are square)
     jump: int                   # input pixels between neighbouring outputs
     arithmetic: str = ""        # seed 004's size formula with numbers, for convs and pools
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _size_arithmetic(w: int, f: int, s: int, p: int, d: int, is_pool: bool) -> str:
@@ -91,28 +88,24 @@ def layer_table(net: nn.Module, input_shape: tuple[int, int, int] = (1, 28, 28))
             handle.remove()
 
     rows = []
-    rf, jump = 1, 1
+    geometry = Geometry()  # the image itself: RF 1, jump 1
     spatial = input_shape[1]  # height of the last 2-D map, for a Linear that follows Flatten
     seen: set[nn.Module] = set()
     for name, module, in_shape, out_shape in calls:
         arithmetic = ""
         if isinstance(module, SPATIAL):
-            f, s, p, d = (
-                _pair(module.kernel_size)[0], _pair(module.stride or module.kernel_size)[0],
-                _pair(module.padding)[0], _pair(getattr(module, "dilation", 1))[0],
-            )
-            rf += d * (f - 1) * jump
-            jump *= s
-            arithmetic = _size_arithmetic(in_shape[-2], f, s, p, d, is_pool=not isinstance(module, nn.Conv2d))
+            kernel, stride, padding, dilation = sliding_window(module)
+            geometry = geometry.through(kernel, stride, padding, dilation)
+            arithmetic = _size_arithmetic(in_shape[-2], kernel[0], stride[0], padding[0], dilation[0],
+                                          is_pool=not isinstance(module, nn.Conv2d))
         elif isinstance(module, ADAPTIVE):
             w_in, w_out = in_shape[-2], out_shape[-2]
             s = w_in // w_out
             f = w_in - (w_out - 1) * s  # the fixed window that gives the same output size
-            rf += (f - 1) * jump
-            jump *= s
+            geometry = geometry.through((f, f), (s, s))
         elif isinstance(module, nn.Linear) and len(in_shape) == 1 and spatial > 1:
-            rf += (spatial - 1) * jump  # every output sees every position of the last map
-            jump *= spatial
+            # every output sees every position of the last map
+            geometry = geometry.through((spatial, spatial), (spatial, spatial))
             spatial = 1
         if len(out_shape) == 3:
             spatial = out_shape[-2]
@@ -121,14 +114,14 @@ def layer_table(net: nn.Module, input_shape: tuple[int, int, int] = (1, 28, 28))
         seen.add(module)
         rows.append(LayerRow(
             name=name, type=type(module).__name__, output_shape=tuple(out_shape), params=params,
-            macs=_macs(module, out_shape), rf=rf, jump=jump, arithmetic=arithmetic,
+            macs=_macs(module, out_shape), rf=geometry.size[0], jump=geometry.jump[0], arithmetic=arithmetic,
         ))
     return rows
 
 
 def _macs(module: nn.Module, out_shape: torch.Size) -> int:
     if isinstance(module, nn.Conv2d):
-        kh, kw = _pair(module.kernel_size)
+        kh, kw = pair(module.kernel_size)
         return out_shape.numel() * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
         return out_shape.numel() * module.in_features

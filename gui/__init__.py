@@ -1,5 +1,6 @@
 """The desktop drawing app (PySide6): draw a digit, see the prediction and every layer's feature
-maps. Widgets only; preprocessing, prediction and checkpoints live in ``cnn_lightning.inference``.
+maps. Widgets only; preprocessing (``cnn_lightning.images``), prediction (``cnn_lightning.inference``)
+and checkpoints (``cnn_lightning.checkpoints``) live in ``cnn_lightning``.
 
 Start it with ``python -m gui`` (or ``make app``).
 """

@@ -26,17 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnn_lightning.checkpoints import RunRecord
-from cnn_lightning.config import project_root
-from cnn_lightning.inference import (
-    ImageFileError,
-    Prediction,
-    Predictor,
+from cnn_lightning.checkpoints import (
+    RunRecord,
     best_per_architecture,
     checkpoint_epoch,
-    load_image_file,
     record_for_checkpoint,
 )
+from cnn_lightning.config import project_root
+from cnn_lightning.images import ImageFileError, load_image_file
+from cnn_lightning.inference import Prediction, Predictor
 from gui.canvas import DrawingCanvas
 from gui.views import ColorLegend, FeatureMapGrid, InputView, ProbabilityBars
 from gui.worker import Inference, Outcome

@@ -18,7 +18,8 @@ import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from cnn_lightning.checkpoints import CheckpointError, RunRecord
-from cnn_lightning.inference import EmptyImageError, Prediction, Predictor, preprocess
+from cnn_lightning.images import EmptyImageError, preprocess
+from cnn_lightning.inference import Prediction, Predictor
 
 log = logging.getLogger(__name__)
 

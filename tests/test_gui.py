@@ -23,7 +23,8 @@ if broken_qt_binding():  # fail loudly, not with an abort in the middle of a tes
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
-from cnn_lightning.inference import UNSURE_BELOW, load_image_file, preprocess  # noqa: E402
+from cnn_lightning.images import load_image_file, preprocess  # noqa: E402
+from cnn_lightning.inference import UNSURE_BELOW  # noqa: E402
 from cnn_lightning.mnist_files import raw_dir  # noqa: E402
 from gui.__main__ import parse_args  # noqa: E402
 from gui.window import KERNELS, MainWindow  # noqa: E402

@@ -18,19 +18,10 @@ from torch import nn
 
 import cnn_lightning
 from cnn_lightning import nets
-from cnn_lightning.inference import (
-    FEATURE_LAYERS,
-    EmptyImageError,
-    ImageFileError,
-    Predictor,
-    best_per_architecture,
-    centre_of_mass,
-    checkpoint_epoch,
-    load_image_file,
-    preprocess,
-    receptive_fields,
-    record_for_checkpoint,
-)
+from cnn_lightning.checkpoints import best_per_architecture, checkpoint_epoch, record_for_checkpoint
+from cnn_lightning.geometry import receptive_fields
+from cnn_lightning.images import EmptyImageError, ImageFileError, centre_of_mass, load_image_file, preprocess
+from cnn_lightning.inference import FEATURE_LAYERS, Predictor
 from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets import TinyNet
 from cnn_lightning.nets.layers import Normalize
