@@ -3,7 +3,7 @@
 Short real runs of the entry point (``python -m cnn_lightning.train``), two ways:
 
 1. Profile: one run with every monitoring callback at its default setting and Lightning's
-   ``SimpleProfiler``, which times every callback hook call. ``cnn_lightning.callbacks.EpochTimer``
+   ``SimpleProfiler``, which times every callback hook call. ``EpochTimer`` (benchmarks/timing.py)
    records, per epoch, the epoch's wall time and the seconds each callback spent in its hooks.
    A callback's overhead is its seconds over the epoch's time without any monitoring callback
    (epoch time minus all of theirs). Both come from the same epoch under the same load, so
@@ -54,13 +54,15 @@ def run_once(keep: bool, args, workdir: Path, profile: bool = False) -> list[dic
         sys.executable, "-m", "cnn_lightning.train",
         f"model={args.model}", f"trainer.max_epochs={args.epochs}", f"trainer.limit_train_batches={args.batches}",
         f"hydra.run.dir={workdir}",
-        "+callbacks.epoch_timer._target_=cnn_lightning.callbacks.EpochTimer",
+        "+callbacks.epoch_timer._target_=timing.EpochTimer",
         f"+callbacks.epoch_timer.path={timer}",
         *(f"~callbacks.{name}" for name in removed),
         *(["trainer.profiler=simple"] if profile else []),
     ]
+    # benchmarks/ on the path: the run instantiates timing.EpochTimer from there
+    path = os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            env=dict(os.environ, HYDRA_FULL_ERROR="1"))
+                            env=dict(os.environ, HYDRA_FULL_ERROR="1", PYTHONPATH=path))
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)}\n{result.stderr[-3000:]}")
     return [json.loads(line) for line in timer.read_text().splitlines()]

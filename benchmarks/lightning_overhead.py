@@ -33,31 +33,13 @@ import torch.nn.functional as F
 from common import ROOT, add_threads_option, default_device, start, write_result
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
+from timing import EpochTimer, sync
 
 from cnn_lightning.config import register
 from cnn_lightning.console import quiet_libraries
 
 quiet_libraries()
 GOAL = 0.05  # the goal: Lightning's epoch at most 5% slower
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class EpochTimer(L.Callback):
-    def __init__(self, device):
-        self.device, self.wall, self.cpu = device, None, None
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        sync(self.device)
-        self._start = time.perf_counter(), time.process_time()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        sync(self.device)
-        self.wall = time.perf_counter() - self._start[0]
-        self.cpu = time.process_time() - self._start[1]
 
 
 def compose_config(device: str):
@@ -70,7 +52,7 @@ def lightning_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
     L.seed_everything(seed, verbose=False)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
-    timer = EpochTimer(device)
+    timer = EpochTimer(device=device)
     start = time.perf_counter()
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_epochs=1,
@@ -79,7 +61,8 @@ def lightning_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
         callbacks=[timer],
     )
     trainer.fit(model, datamodule=datamodule)
-    return {"wall_s": timer.wall, "cpu_s": timer.cpu, "fit_wall_s": time.perf_counter() - start}
+    epoch = timer.epochs[-1]
+    return {"wall_s": epoch["seconds"], "cpu_s": epoch["cpu_seconds"], "fit_wall_s": time.perf_counter() - start}
 
 
 def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cnn_lightning.callbacks import caption_grid, render_confusion, to_hwc
+from cnn_lightning.callbacks.render import caption_grid, render_confusion, to_hwc
 from cnn_lightning.checkpoints import CheckpointError, RunRecord, find_best, find_runs, load_model
 from cnn_lightning.config import register
 from cnn_lightning.sweep import write_atomically

@@ -237,7 +237,7 @@ def test_model_graph_and_layer_summary(events):
 
 
 def test_layer_summary_falls_back_to_lightning_without_the_summary_module(monkeypatch):
-    from cnn_lightning.callbacks import layer_summary
+    from cnn_lightning.callbacks.scalars import layer_summary
     from cnn_lightning.module import Classifier
 
     module = Classifier(
