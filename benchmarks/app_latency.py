@@ -37,7 +37,8 @@ from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from cnn_lightning.images import preprocess  # noqa: E402
-from gui.window import MainWindow, apply_style  # noqa: E402
+from gui.style import apply_style  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
 
 MODEL_GOAL_MS = 5.0
 FPS_GOAL = 30.0

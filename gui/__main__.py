@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from cnn_lightning.config import project_root
-    from gui.window import MainWindow, apply_style
+    from gui.style import apply_style
+    from gui.window import MainWindow
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("cnn-lightning")

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from gui.window import MainWindow, apply_style
+    from gui.style import apply_style
+    from gui.window import MainWindow
 
     app = QApplication(sys.argv[:1])
     apply_style(app)

@@ -27,7 +27,8 @@ from cnn_lightning.images import load_image_file, preprocess  # noqa: E402
 from cnn_lightning.inference import UNSURE_BELOW  # noqa: E402
 from cnn_lightning.mnist_files import raw_dir  # noqa: E402
 from gui.__main__ import parse_args  # noqa: E402
-from gui.window import KERNELS, MainWindow  # noqa: E402
+from gui.feature_maps import KERNELS  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
 
 WAIT = 15_000  # ms; generous: the machine is shared, and a load runs a (small) net once
 

@@ -1,180 +1,18 @@
-"""Read-only views: the 28x28 model input, probability bars, feature-map grids and their legend."""
+"""A grid of feature maps (or kernels) with hover, and the colour legend that goes with it."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QLinearGradient, QPainter, QPen
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import (
+    QSizePolicy,
+    QWidget,
+)
 
-ACCENT = QColor("#2563eb")
-UNSURE = QColor("#d97706")
-HIGHLIGHT = QColor("#f59e0b")
-MUTED = QColor("#6b7280")
-TRACK = QColor("#e5e7eb")
-TEXT = QColor("#111827")
-
-# Colour scales as anchor colours, interpolated into 256-entry tables. Feature maps use a
-# perceptually uniform scale (viridis' anchors); signed weights a diverging blue-white-red one.
-_SEQUENTIAL = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"]
-_DIVERGING = ["#2166ac", "#67a9cf", "#d1e5f0", "#f7f7f7", "#fddbc7", "#ef8a62", "#b2182b"]
-
-
-def _table(anchors: list[str]) -> np.ndarray:
-    rgb = np.array([[QColor(c).red(), QColor(c).green(), QColor(c).blue()] for c in anchors], dtype=np.float64)
-    positions = np.linspace(0.0, 1.0, len(anchors))
-    steps = np.linspace(0.0, 1.0, 256)
-    channels = [np.interp(steps, positions, rgb[:, k]).round().astype(np.uint32) for k in range(3)]
-    return (0xFF000000 | (channels[0] << 16) | (channels[1] << 8) | channels[2]).astype(np.uint32)
-
-
-SEQUENTIAL = _table(_SEQUENTIAL)
-DIVERGING = _table(_DIVERGING)
-
-
-def colour_image(values: np.ndarray, table: np.ndarray) -> QImage:
-    """A 2-D array of values in [0, 1] as an RGB32 QImage through a colour table."""
-    index = np.clip(np.nan_to_num(values) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    pixels = np.ascontiguousarray(table[index])
-    height, width = pixels.shape
-    return QImage(pixels.data, width, height, 4 * width, QImage.Format.Format_RGB32).copy()
-
-
-def gray_image(values: np.ndarray) -> QImage:
-    pixels = np.ascontiguousarray(np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    height, width = pixels.shape
-    return QImage(pixels.data, width, height, width, QImage.Format.Format_Grayscale8).copy()
-
-
-class InputView(QWidget):
-    """The 28x28 image the net sees, pixel for pixel, with an optional receptive-field box."""
-
-    def __init__(self, scale: int = 8, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._scale = scale
-        self._image: QImage | None = None
-        self._array: np.ndarray | None = None
-        self._highlight: tuple[int, int, int, int] | None = None
-        self.setFixedSize(28 * scale, 28 * scale)
-        self.setToolTip("The 28x28 image the model sees: cropped, fitted to 20x20, centred by mass")
-
-    def set_image(self, array: np.ndarray | None) -> None:
-        self._array = None if array is None else np.asarray(array)
-        self._image = None if array is None else self._compose(self._array)
-        self.update()
-
-    def array(self) -> np.ndarray | None:
-        return self._array
-
-    def set_highlight(self, box: tuple[int, int, int, int] | None) -> None:
-        """(top, left, bottom, right) input pixels, inclusive; None removes it."""
-        if box != self._highlight:
-            self._highlight = box
-            self.update()
-
-    @property
-    def highlight(self) -> tuple[int, int, int, int] | None:
-        return self._highlight
-
-    def _compose(self, array: np.ndarray | None) -> QImage:
-        """The input enlarged, one block per pixel, with a faint grid between pixels. Built in
-        numpy once per input: hovering repaints often, and blended lines drawn one by one cost
-        milliseconds."""
-        s = self._scale
-        values = np.zeros((28, 28)) if array is None else np.clip(array * 255.0 + 0.5, 0, 255)
-        big = np.repeat(np.repeat(values.astype(np.uint16), s, axis=0), s, axis=1)
-        lines = np.zeros(28 * s, dtype=bool)
-        lines[s::s] = True
-        grid = lines[:, None] | lines[None, :]
-        big[grid] = (big[grid] * (255 - 18) + 255 * 18) // 255  # white at 7% over each pixel
-        # RGB32, the screen's format: painting it is a plain copy, with no conversion each time
-        image = gray_image(big.astype(np.float32) / 255.0).convertToFormat(QImage.Format.Format_RGB32)
-        if array is None:
-            painter = QPainter(image)
-            painter.setPen(QColor(120, 120, 120))
-            painter.drawText(QRectF(image.rect()), Qt.AlignmentFlag.AlignCenter, "28 × 28 input")
-            painter.end()
-        return image
-
-    def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        if self._image is None:
-            self._image = self._compose(None)
-        painter.drawImage(0, 0, self._image)
-        s = self._scale
-        if self._highlight is not None:
-            top, left, bottom, right = self._highlight
-            box = QRectF(left * s, top * s, (right - left + 1) * s, (bottom - top + 1) * s)
-            fill = QColor(HIGHLIGHT)
-            fill.setAlpha(70)
-            painter.fillRect(box, fill)
-            painter.setPen(QPen(HIGHLIGHT, 2))
-            painter.drawRect(box.adjusted(1, 1, -1, -1))
-        painter.end()
-
-
-class ProbabilityBars(QWidget):
-    """Ten horizontal bars, one per digit; the top class is coloured (amber when unsure)."""
-
-    def __init__(self, compact: bool = False, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._compact = compact
-        self._probabilities: np.ndarray | None = None
-        self._uncertain = False
-        self._row = 13 if compact else 22
-        self.setMinimumHeight(10 * self._row)
-        self.setMinimumWidth(110 if compact else 220)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-
-    def sizeHint(self) -> QSize:
-        return QSize(140 if self._compact else 260, 10 * self._row)
-
-    def set_probabilities(self, probabilities: np.ndarray | None, uncertain: bool = False) -> None:
-        self._probabilities = None if probabilities is None else np.asarray(probabilities, dtype=float)
-        self._uncertain = uncertain
-        self.update()
-
-    def probabilities(self) -> np.ndarray | None:
-        return self._probabilities
-
-    def paintEvent(self, event) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        font = QFont(self.font())
-        font.setPointSizeF(font.pointSizeF() * (0.8 if self._compact else 1.0))
-        painter.setFont(font)
-        probs = self._probabilities
-        top = int(probs.argmax()) if probs is not None else -1
-        label_w = 16 if self._compact else 22
-        value_w = 0 if self._compact else 56
-        bar_x = label_w + 4
-        bar_w = max(10, self.width() - bar_x - value_w - 4)
-        row = self._row
-        for digit in range(10):
-            y = digit * row
-            bar_h = row - (4 if self._compact else 8)
-            bar_y = y + (row - bar_h) / 2
-            font.setBold(digit == top)
-            painter.setFont(font)
-            painter.setPen(TEXT if digit == top else MUTED)
-            painter.drawText(QRectF(0, y, label_w, row), Qt.AlignmentFlag.AlignCenter, str(digit))
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(TRACK)
-            painter.drawRoundedRect(QRectF(bar_x, bar_y, bar_w, bar_h), 3, 3)
-            if probs is None:
-                continue
-            p = float(probs[digit])
-            colour = (UNSURE if self._uncertain else ACCENT) if digit == top else QColor("#93a3b8")
-            painter.setBrush(colour)
-            if p > 0.002:
-                painter.drawRoundedRect(QRectF(bar_x, bar_y, max(bar_h / 2, bar_w * p), bar_h), 3, 3)
-            if value_w:
-                painter.setPen(TEXT if digit == top else MUTED)
-                painter.drawText(QRectF(bar_x + bar_w + 4, y, value_w, row),
-                                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, f"{p:.1%}")
-        painter.end()
+from gui.colours import ACCENT, DIVERGING, HIGHLIGHT, MUTED, SEQUENTIAL, colour_image
 
 
 class FeatureMapGrid(QWidget):

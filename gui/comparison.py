@@ -1,0 +1,87 @@
+"""Every model's prediction for the same drawing, side by side: a row of small cards."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from cnn_lightning.inference import Prediction, Predictor
+from gui.messages import brief
+from gui.model_picker import ModelEntry
+from gui.probabilities import ProbabilityBars
+
+
+class ComparisonCard(QFrame):
+    """One architecture's prediction in the side-by-side row."""
+
+    def __init__(self, name: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("card")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(4)
+        header = QHBoxLayout()
+        self.title = QLabel(name)
+        self.title.setProperty("role", "title")
+        self.verdict = QLabel("–")
+        self.verdict.setProperty("role", "verdict")
+        self.verdict.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        header.addWidget(self.title)
+        header.addStretch(1)
+        header.addWidget(self.verdict)
+        layout.addLayout(header)
+        self.bars = ProbabilityBars(compact=True)
+        layout.addWidget(self.bars)
+        self.note = QLabel("")
+        self.note.setProperty("role", "muted")
+        self.note.setWordWrap(True)
+        layout.addWidget(self.note)
+
+    def show_prediction(self, prediction: Prediction | None, note: str) -> None:
+        if prediction is None:
+            self.verdict.setText("–")
+            self.bars.set_probabilities(None)
+        else:
+            mark = "?" if prediction.uncertain else ""
+            self.verdict.setText(f"{prediction.label}{mark}  {prediction.confidence:.0%}")
+            self.bars.set_probabilities(prediction.probabilities, prediction.uncertain)
+        self.note.setText(note)
+
+
+class ComparisonRow(QWidget):
+    """One ``ComparisonCard`` per model entry, by entry key."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.row = QHBoxLayout(self)
+        self.row.setContentsMargins(0, 0, 0, 0)
+        self.cards: dict[str, ComparisonCard] = {}  # emptied and refilled in place
+
+    def set_entries(self, entries: list[ModelEntry]) -> None:
+        for card in self.cards.values():
+            self.row.removeWidget(card)
+            card.deleteLater()
+        self.cards.clear()
+        for entry in entries:
+            card = ComparisonCard(entry.name)
+            self.cards[entry.key] = card
+            self.row.addWidget(card)
+
+    def show_outcome(self, entries: list[ModelEntry], predictions: dict[str, Prediction],
+                     predictors: dict[str, Predictor], failures: dict[str, str]) -> None:
+        for entry in entries:
+            card = self.cards.get(entry.key)
+            if card is None:
+                continue
+            prediction = predictions.get(entry.key)
+            predictor = predictors.get(entry.key)
+            if entry.key in failures:
+                note = "could not load: " + brief(failures[entry.key].split(": ", 1)[-1], 120)
+            elif predictor is None:
+                note = "loading…"
+            else:
+                acc = entry.record.test_acc if entry.record else None
+                note = f"{predictor.params:,} params" + (f" · test {acc:.2%}" if acc is not None else "")
+                if prediction is not None:
+                    note += f" · {prediction.model_ms:.1f} ms"
+            card.show_prediction(prediction, note)
