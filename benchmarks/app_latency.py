@@ -209,7 +209,7 @@ def main() -> int:
     results = {}
     for key in keys:
         try:
-            results[window.entry(key).name] = measure(app, window, key, args.strokes, args.frames, args.repeats)
+            results[window.models.entry(key).name] = measure(app, window, key, args.strokes, args.frames, args.repeats)
         except TimeoutError as err:
             print(f"{key}: {err}")
     window.close()

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from cnn_lightning.inference import Prediction, Predictor
 from gui.messages import brief
-from gui.model_picker import ModelEntry
+from gui.models import ModelEntry
 from gui.probabilities import ProbabilityBars
 
 

@@ -89,6 +89,11 @@ class FeatureMapPanel(QFrame):
         self.layer_combo.blockSignals(False)
         self._show_layer()
 
+    def drop_model(self) -> None:
+        """The net was unloaded: no maps until the next ``set_model``; the layer choice stays."""
+        self.predictor = self.prediction = None
+        self._show_layer()
+
     def set_prediction(self, prediction: Prediction | None) -> None:
         self.prediction = prediction
         self._show_layer()

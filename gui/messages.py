@@ -16,6 +16,15 @@ def no_model_text(outputs_root: Path) -> str:
     )
 
 
+def still_using_text(name: str, message: str, fallback: str) -> str:
+    return f"Could not load {name}: {brief(message)}\nStill using {fallback}."
+
+
+def checkpoint_gone_text(path: str) -> str:
+    return (f"The checkpoint file {path} was deleted or moved. The model stays loaded and keeps "
+            "working; press Refresh to list the checkpoints that remain.")
+
+
 def load_error_text(name: str, message: str) -> str:
     return (
         f"<b>Could not load {name}</b><br><br>{escape(brief(message))}<br><br>"

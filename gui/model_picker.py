@@ -3,44 +3,12 @@ the comparison toggle."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from cnn_lightning.checkpoints import (
-    RunRecord,
-    best_per_architecture,
-    checkpoint_epoch,
-    record_for_checkpoint,
-)
+from cnn_lightning.checkpoints import checkpoint_epoch
 from cnn_lightning.inference import Predictor
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One choice in the model switcher: an architecture's best checkpoint (or a given file)."""
-
-    key: str
-    name: str
-    checkpoint: Path
-    record: RunRecord | None
-
-
-def find_entries(outputs_root: Path, checkpoint: Path | None = None) -> list[ModelEntry]:
-    """The given checkpoint (if any) first, then the best checkpoint of each architecture found."""
-    entries: list[ModelEntry] = []
-    seen: set[Path] = set()
-    if checkpoint is not None:
-        record = record_for_checkpoint(checkpoint) if checkpoint.is_file() else None
-        name = record.model if record else checkpoint.stem
-        entries.append(ModelEntry(f"file:{checkpoint}", name, checkpoint, record))
-        seen.add(checkpoint.resolve())
-    for record in best_per_architecture(outputs_root):
-        if record.checkpoint.resolve() not in seen:
-            entries.append(ModelEntry(record.model, record.model, record.checkpoint, record))
-    return entries
+from gui.models import ModelEntry
 
 
 def describe(entry: ModelEntry, predictor: Predictor | None) -> str:
@@ -115,25 +83,3 @@ class ModelPicker(QWidget):
             self.chosen.emit(key)
 
 
-class CheckpointWatcher(QObject):
-    """Watches the checkpoint in use; ``gone(path)`` when it is deleted or moved."""
-
-    gone = Signal(str)
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._watcher = QFileSystemWatcher(self)
-        self._watcher.fileChanged.connect(self._on_file_changed)
-
-    def watch(self, path: Path | None) -> None:
-        """Watch ``path`` alone (None: nothing)."""
-        if self._watcher.files():
-            self._watcher.removePaths(self._watcher.files())
-        if path is not None and path.is_file():
-            self._watcher.addPath(str(path))
-
-    def _on_file_changed(self, path: str) -> None:
-        if not Path(path).exists():
-            self.gone.emit(path)
-        else:
-            self._watcher.addPath(path)  # some editors replace files: keep watching the new one

@@ -16,14 +16,14 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QVBoxLayout, QWidget
 
 from cnn_lightning.config import project_root
-from cnn_lightning.inference import Predictor
 from gui.banner import Banner
 from gui.comparison import ComparisonRow
 from gui.draw_panel import DrawPanel
 from gui.feature_maps import FeatureMapPanel
 from gui.input_view import InputPanel
-from gui.messages import brief, load_error_text, no_model_text
-from gui.model_picker import CheckpointWatcher, ModelEntry, ModelPicker, describe, find_entries
+from gui.messages import checkpoint_gone_text, load_error_text, no_model_text, still_using_text
+from gui.model_picker import ModelPicker, describe
+from gui.models import CheckpointWatcher, Models
 from gui.probabilities import PredictionPanel
 from gui.worker import Inference, Outcome
 
@@ -34,6 +34,10 @@ class MainWindow(QMainWindow):
     predictionShown = Signal(object)  # the Outcome the views now show
     modelReady = Signal(str)  # key of the model now in use
     modelFailed = Signal(str, str)  # key, message
+    # The models' state lives in ``self.models``; tests and scripts read it here.
+    entries = property(lambda self: self.models.entries)
+    predictors = property(lambda self: self.models.predictors)
+    failures = property(lambda self: self.models.failures)
 
     def __init__(self, outputs_root: str | Path | None = None, checkpoint: str | Path | None = None,
                  canvas_size: int = 320):
@@ -41,10 +45,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("cnn-lightning — draw a digit")
         self.outputs_root = Path(outputs_root) if outputs_root else Path(project_root()) / "outputs"
         self.checkpoint_arg = Path(checkpoint).expanduser() if checkpoint else None
-        self.entries: list[ModelEntry] = []
-        self.predictors: dict[str, Predictor] = {}
-        self.failures: dict[str, str] = {}
-        self.loading: set[str] = set()
         self.current: str | None = None  # the switcher's choice
         self.active: str | None = None  # the loaded model in use (the choice, once it has loaded)
         self.state = "starting"
@@ -52,9 +52,10 @@ class MainWindow(QMainWindow):
         self.last_outcome: Outcome | None = None
 
         self.inference = Inference(self)
-        self.inference.loaded.connect(self._on_loaded)
-        self.inference.load_failed.connect(self._on_load_failed)
         self.inference.finished.connect(self._on_outcome)
+        self.models = Models(self.inference, self.outputs_root, self.checkpoint_arg, self)
+        self.models.loaded.connect(self._on_loaded)
+        self.models.failed.connect(self._on_load_failed)
 
         self._watcher = CheckpointWatcher(self)
         self._watcher.gone.connect(self._on_checkpoint_gone)
@@ -142,17 +143,11 @@ class MainWindow(QMainWindow):
     # ---- models ------------------------------------------------------------------------------
     def refresh_models(self) -> None:
         """Scan for checkpoints again; keep the current choice when it is still there."""
-        try:
-            self.entries = find_entries(self.outputs_root, self.checkpoint_arg)
-        except OSError as err:  # an unreadable outputs folder is an empty state, not a crash
-            self.entries = []
-            self._show_banner(f"Could not read {self.outputs_root}: {err}", error=True)
-        keys = [e.key for e in self.entries]
-        for key in list(self.predictors):  # a checkpoint re-trained in place must load afresh
-            entry = self.entry(key)
-            if entry is None or entry.checkpoint != self.predictors[key].checkpoint:
-                self.predictors.pop(key)
-        self.failures = {}  # a file that failed may have been replaced: Refresh tries again
+        error = self.models.refresh()
+        if error is not None:
+            self._show_banner(f"Could not read {self.outputs_root}: {error}", error=True)
+        if self.active is not None and self.active not in self.predictors:
+            self.feature_maps.drop_model()  # its file changed: it loads afresh
         self.picker.set_entries(self.entries)
         self.comparison.set_entries(self.entries)
         if not self.entries:
@@ -163,18 +158,16 @@ class MainWindow(QMainWindow):
             self.feature_maps.set_model(None)
             self.request_prediction()
             return
+        keys = [e.key for e in self.entries]
         choice = self.current if self.current in keys else keys[0]
         self.current = None
         self.select_model(choice)
         if self.compare_box.isChecked():
-            self._load_all()
-
-    def entry(self, key: str | None) -> ModelEntry | None:
-        return next((e for e in self.entries if e.key == key), None)
+            self.models.load_all()
 
     def select_model(self, key: str) -> None:
         """Switch to model ``key`` (an entry of the switcher); loads it off the GUI thread."""
-        entry = self.entry(key)
+        entry = self.models.entry(key)
         if entry is None:
             return
         self.picker.show_choice(key)
@@ -189,47 +182,26 @@ class MainWindow(QMainWindow):
             self.status.showMessage(f"Loading {entry.name}…")
             if self.active is None:
                 self._set_state("loading", f"Loading {entry.name}…")
-            self._load(entry)
+            self.models.load(entry)
 
-    def _load(self, entry: ModelEntry) -> None:
-        if entry.key not in self.loading:
-            self.loading.add(entry.key)
-            self.inference.load(entry.key, entry.checkpoint, entry.record, entry.name)
-
-    def _load_all(self) -> None:
-        for entry in self.entries:
-            if entry.key not in self.predictors and entry.key not in self.failures:
-                self._load(entry)
-
-    def _on_loaded(self, key: str, predictor: Predictor) -> None:
-        self.loading.discard(key)
-        entry = self.entry(key)
-        if entry is None or entry.checkpoint != predictor.checkpoint:
-            return  # the list changed while it loaded
-        self.predictors[key] = predictor
-        self.failures.pop(key, None)
+    def _on_loaded(self, key: str) -> None:
         if key == self.current:
             self._activate(key)
         elif self.compare_box.isChecked():
             self.request_prediction()
 
     def _on_load_failed(self, key: str, message: str) -> None:
-        self.loading.discard(key)
-        self.failures[key] = message
-        entry = self.entry(key)
+        entry = self.models.entry(key)
         name = entry.name if entry else key
         log.warning("could not load %s: %s", name, message)
         self.status.showMessage(f"Could not load {name}")
         if key == self.current:
             if self.active is not None and self.active in self.predictors:
                 # Keep using the model that works; the switcher goes back to it.
-                fallback = self.entry(self.active)
+                fallback = self.models.entry(self.active)
                 self.current = None
                 self.select_model(self.active)
-                self._show_banner(
-                    f"Could not load {name}: {brief(message)}\nStill using {fallback.name if fallback else self.active}.",
-                    error=True,
-                )
+                self._show_banner(still_using_text(name, message, fallback.name if fallback else self.active), error=True)
                 self.banner.setToolTip(message)
             else:
                 self.details.setText(describe(entry, None) if entry else "")
@@ -240,13 +212,13 @@ class MainWindow(QMainWindow):
         self.modelFailed.emit(key, message)
 
     def _activate(self, key: str) -> None:
-        entry = self.entry(key)
+        entry = self.models.entry(key)
         predictor = self.predictors[key]
         self.active = key
         self.details.setText(describe(entry, predictor))
         self.details.setToolTip(str(entry.checkpoint))
         self._watcher.watch(entry.checkpoint)
-        self._hide_banner()
+        self.banner.hide()
         outcome = self.last_outcome
         self.feature_maps.set_model(predictor, outcome.predictions.get(key) if outcome else None)
         self.state = "empty-canvas" if self.canvas.is_blank() else "ready"
@@ -255,13 +227,9 @@ class MainWindow(QMainWindow):
         self.request_prediction()
 
     def _on_checkpoint_gone(self, path: str) -> None:
-        entry = self.entry(self.active)
+        entry = self.models.entry(self.active)
         if entry is not None and str(entry.checkpoint) == path:
-            self._show_banner(
-                f"The checkpoint file {path} was deleted or moved. The model stays loaded and keeps "
-                "working; press Refresh to list the checkpoints that remain.",
-                error=False,
-            )
+            self._show_banner(checkpoint_gone_text(path), error=False)
 
     # ---- comparison ----------------------------------------------------------------------------
     def set_compare(self, on: bool) -> None:
@@ -270,7 +238,7 @@ class MainWindow(QMainWindow):
             return
         self.comparison.setVisible(on)
         if on:
-            self._load_all()
+            self.models.load_all()
             self._update_compare()
         self.request_prediction()
 
@@ -294,7 +262,7 @@ class MainWindow(QMainWindow):
         if self.active in self.predictors:
             predictors[self.active] = self.predictors[self.active]
         if self.compare_box.isChecked():
-            predictors.update((k, p) for k, p in self.predictors.items() if self.entry(k))
+            predictors.update((k, p) for k, p in self.predictors.items() if self.models.entry(k))
         return self.inference.predict(self.canvas.to_array(), predictors)
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -310,7 +278,7 @@ class MainWindow(QMainWindow):
                 self.state = "ready"
                 self.prediction_panel.show_prediction(prediction)
                 self.status.showMessage(
-                    f"{self.entry(self.active).name}: model {prediction.model_ms:.2f} ms · "
+                    f"{self.models.entry(self.active).name}: model {prediction.model_ms:.2f} ms · "
                     f"preprocessing {outcome.preprocess_ms:.2f} ms"
                 )
             elif self.active in outcome.errors:
@@ -331,7 +299,7 @@ class MainWindow(QMainWindow):
         return self.drawing.save_drawing(path)
 
     def _on_opened(self, path: str) -> None:
-        self._hide_banner()
+        self.banner.hide()
         self.status.showMessage(f"Opened {path}")
 
     # ---- messages ------------------------------------------------------------------------------
@@ -343,9 +311,6 @@ class MainWindow(QMainWindow):
     def _show_banner(self, text: str, error: bool) -> None:
         self.message = text
         self.banner.show_text(text, error)
-
-    def _hide_banner(self) -> None:
-        self.banner.hide()
 
     def closeEvent(self, event) -> None:
         self.drawing.stop_live()
