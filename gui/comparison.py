@@ -5,10 +5,11 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from cnn_lightning.inference import Prediction, Predictor
+from cnn_lightning.inference import Prediction
 from gui.messages import brief
-from gui.models import ModelEntry
+from gui.models import ModelEntry, Models
 from gui.probabilities import ProbabilityBars
+from gui.worker import Outcome
 
 
 class ComparisonCard(QFrame):
@@ -67,9 +68,11 @@ class ComparisonRow(QWidget):
             self.cards[entry.key] = card
             self.row.addWidget(card)
 
-    def show_outcome(self, entries: list[ModelEntry], predictions: dict[str, Prediction],
-                     predictors: dict[str, Predictor], failures: dict[str, str]) -> None:
-        for entry in entries:
+    def show_outcome(self, models: Models, outcome: Outcome | None) -> None:
+        """Each entry's prediction in ``outcome`` (none yet: a dash), or why there is none."""
+        predictions = outcome.predictions if outcome else {}
+        predictors, failures = models.predictors, models.failures
+        for entry in models.entries:
             card = self.cards.get(entry.key)
             if card is None:
                 continue

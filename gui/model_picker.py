@@ -77,6 +77,12 @@ class ModelPicker(QWidget):
             self.model_combo.setCurrentIndex(index)
             self.model_combo.blockSignals(False)
 
+    def show_details(self, entry: ModelEntry | None, predictor: Predictor | None = None) -> None:
+        """The details line of ``entry`` (None: empty); given its loaded net, the path as tooltip."""
+        self.details.setText(describe(entry, predictor) if entry else "")
+        if entry is not None and predictor is not None:
+            self.details.setToolTip(str(entry.checkpoint))
+
     def _on_combo(self, index: int) -> None:
         key = self.model_combo.itemData(index)
         if key is not None:

@@ -1,9 +1,10 @@
 """The main window: a thin composition of panels (gui/*.py, one widget each), wired by signals.
 
-It owns the state that spans panels (the model list, the loaded nets, the latest outcome), the
-worker thread, the menus and shortcuts, files and messages. A new view is a panel module: build
-it in ``_build``, connect its signals, and feed it in ``_activate`` (a new net) and
-``_on_outcome`` (a new prediction).
+It owns the state that spans panels (the model in use, the latest outcome), the worker thread,
+the menus and shortcuts, and the messages. A new view of the model in use is a panel module with
+``set_model(predictor, prediction=None)`` (a new net, or None) and ``set_prediction(prediction)``
+(a new drawing's prediction, or None): build and place it in ``_build``, connect its signals, and
+append it to ``self.views``; the window then feeds it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QVBoxLayout, QWidget
 
 from cnn_lightning.config import project_root
+from cnn_lightning.inference import Prediction, Predictor
 from gui.banner import Banner
 from gui.comparison import ComparisonRow
 from gui.draw_panel import DrawPanel
 from gui.feature_maps import FeatureMapPanel
 from gui.input_view import InputPanel
 from gui.messages import checkpoint_gone_text, load_error_text, no_model_text, still_using_text
-from gui.model_picker import ModelPicker, describe
+from gui.model_picker import ModelPicker
 from gui.models import CheckpointWatcher, Models
 from gui.probabilities import PredictionPanel
 from gui.worker import Inference, Outcome
@@ -61,7 +63,7 @@ class MainWindow(QMainWindow):
         self._watcher.gone.connect(self._on_checkpoint_gone)
 
         self._build(canvas_size)
-        self.feature_maps.set_model(None)  # the empty grid's placeholder until a model is in use
+        self._show_model(None)  # the views' placeholders until a model is in use
         self.refresh_models()
 
     # ---- layout ------------------------------------------------------------------------------
@@ -106,22 +108,22 @@ class MainWindow(QMainWindow):
         self.feature_maps.unitHovered.connect(self.input_panel.show_field)
         self.feature_maps.unhovered.connect(self.input_panel.clear_field)
         columns.addWidget(self.feature_maps, 1)
+        self.views = [self.feature_maps]  # what the window feeds with each net and each prediction
 
         self.comparison = ComparisonRow()  # bottom: side by side, shown on demand
         self.comparison.hide()
         root.addWidget(self.comparison)
 
         # The panels' widgets that tests, gui/screenshot.py and benchmarks/ drive by name.
-        self.canvas, self.brush_slider = self.drawing.canvas, self.drawing.brush_slider
-        self.undo_button, self.clear_button = self.drawing.undo_button, self.drawing.clear_button
-        self.model_combo, self.details = self.picker.model_combo, self.picker.details
-        self.refresh_button, self.compare_box = self.picker.refresh_button, self.picker.compare_box
-        self.input_view, self.rf_label = self.input_panel.view, self.input_panel.rf_label
-        p = self.prediction_panel
-        self.bars, self.digit_label, self.verdict_label = p.bars, p.digit_label, p.verdict_label
-        self.result_stack, self.state_label = p.result_stack, p.state_label
-        self.layer_combo, self.grid, self.legend = (
-            self.feature_maps.layer_combo, self.feature_maps.grid, self.feature_maps.legend)
+        d, m, i, p, f = self.drawing, self.picker, self.input_panel, self.prediction_panel, self.feature_maps
+        self.canvas, self.brush_slider, self.undo_button, self.clear_button = (
+            d.canvas, d.brush_slider, d.undo_button, d.clear_button)
+        self.model_combo, self.details, self.refresh_button, self.compare_box = (
+            m.model_combo, m.details, m.refresh_button, m.compare_box)
+        self.input_view, self.rf_label, self.layer_combo, self.grid, self.legend = (
+            i.view, i.rf_label, f.layer_combo, f.grid, f.legend)
+        self.bars, self.digit_label, self.verdict_label, self.result_stack, self.state_label = (
+            p.bars, p.digit_label, p.verdict_label, p.result_stack, p.state_label)
         self.compare_frame, self.compare_cards = self.comparison, self.comparison.cards
 
         self.setCentralWidget(central)
@@ -153,9 +155,9 @@ class MainWindow(QMainWindow):
         if not self.entries:
             self.current = self.active = None
             self._watcher.watch(None)
-            self.details.setText("")
+            self.picker.show_details(None)
             self._set_state("no-model", no_model_text(self.outputs_root))
-            self.feature_maps.set_model(None)
+            self._show_model(None)
             self.request_prediction()
             return
         keys = [e.key for e in self.entries]
@@ -178,7 +180,7 @@ class MainWindow(QMainWindow):
         if key in self.predictors:
             self._activate(key)
         else:
-            self.details.setText(describe(entry, None))
+            self.picker.show_details(entry)
             self.status.showMessage(f"Loading {entry.name}…")
             if self.active is None:
                 self._set_state("loading", f"Loading {entry.name}…")
@@ -204,27 +206,30 @@ class MainWindow(QMainWindow):
                 self._show_banner(still_using_text(name, message, fallback.name if fallback else self.active), error=True)
                 self.banner.setToolTip(message)
             else:
-                self.details.setText(describe(entry, None) if entry else "")
+                self.picker.show_details(entry)
                 self.state_label.setToolTip(message)
                 self._set_state("load-error", load_error_text(name, message))
         if self.compare_box.isChecked():
-            self._update_compare()
+            self.comparison.show_outcome(self.models, self.last_outcome)
         self.modelFailed.emit(key, message)
 
     def _activate(self, key: str) -> None:
         entry = self.models.entry(key)
         predictor = self.predictors[key]
         self.active = key
-        self.details.setText(describe(entry, predictor))
-        self.details.setToolTip(str(entry.checkpoint))
+        self.picker.show_details(entry, predictor)
         self._watcher.watch(entry.checkpoint)
         self.banner.hide()
         outcome = self.last_outcome
-        self.feature_maps.set_model(predictor, outcome.predictions.get(key) if outcome else None)
+        self._show_model(predictor, outcome.predictions.get(key) if outcome else None)
         self.state = "empty-canvas" if self.canvas.is_blank() else "ready"
         self.prediction_panel.show_result()
         self.modelReady.emit(key)
         self.request_prediction()
+
+    def _show_model(self, predictor: Predictor | None, prediction: Prediction | None = None) -> None:
+        for view in self.views:
+            view.set_model(predictor, prediction)
 
     def _on_checkpoint_gone(self, path: str) -> None:
         entry = self.models.entry(self.active)
@@ -239,13 +244,8 @@ class MainWindow(QMainWindow):
         self.comparison.setVisible(on)
         if on:
             self.models.load_all()
-            self._update_compare()
+            self.comparison.show_outcome(self.models, self.last_outcome)
         self.request_prediction()
-
-    def _update_compare(self) -> None:
-        outcome = self.last_outcome
-        self.comparison.show_outcome(self.entries, outcome.predictions if outcome else {}, self.predictors,
-                                     self.failures)
 
     # ---- drawing and prediction ----------------------------------------------------------------
     def undo(self) -> None:
@@ -285,9 +285,10 @@ class MainWindow(QMainWindow):
                 self.state = "predict-error"
                 self._show_banner(f"Prediction failed: {outcome.errors[self.active]}", error=True)
             self.prediction_panel.show_result()
-        self.feature_maps.set_prediction(prediction)
+        for view in self.views:
+            view.set_prediction(prediction)
         if self.compare_box.isChecked():
-            self._update_compare()
+            self.comparison.show_outcome(self.models, self.last_outcome)
         self.predictionShown.emit(outcome)
 
     # ---- files ---------------------------------------------------------------------------------
