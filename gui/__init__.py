@@ -1,6 +1,7 @@
 """The desktop drawing app (PySide6): draw a digit, see the prediction and every layer's feature
-maps. Widgets only; preprocessing (``cnn_lightning.images``), prediction (``cnn_lightning.inference``)
-and checkpoints (``cnn_lightning.checkpoints``) live in ``cnn_lightning``.
+maps. Widgets, one panel per module, composed by ``window.py`` (docs/ARCHITECTURE.md); preprocessing
+(``cnn_lightning.images``), prediction (``cnn_lightning.inference``) and checkpoints
+(``cnn_lightning.checkpoints``) live in ``cnn_lightning``.
 
 Start it with ``python -m gui`` (or ``make app``).
 """

@@ -201,9 +201,10 @@ class MainWindow(QMainWindow):
             if self.active is not None and self.active in self.predictors:
                 # Keep using the model that works; the switcher goes back to it.
                 fallback = self.models.entry(self.active)
+                fallback_name = fallback.name if fallback else self.active
                 self.current = None
                 self.select_model(self.active)
-                self._show_banner(still_using_text(name, message, fallback.name if fallback else self.active), error=True)
+                self._show_banner(still_using_text(name, message, fallback_name), error=True)
                 self.banner.setToolTip(message)
             else:
                 self.picker.show_details(entry)
