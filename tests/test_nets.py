@@ -59,6 +59,18 @@ def test_lrn_is_off_by_default_and_on_when_asked():
     assert isinstance(with_lrn.features.norm2, nn.LocalResponseNorm)
 
 
+def test_lenet_batch_norm_follows_each_conv_when_asked():
+    plain = dict(LeNet5().features.named_children())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.values())
+    assert plain["conv1"].bias is not None
+    net = LeNet5(c1=16, c2=32, batch_norm=True)
+    layers = list(dict(net.features.named_children()))
+    assert layers == ["conv1", "bn1", "act1", "pool1", "conv2", "bn2", "act2", "pool2"]
+    assert net.features.conv1.bias is None and net.features.bn1.num_features == 16
+    assert net.features.bn2.num_features == 32
+    assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
 def test_alexnet_pools_overlap_and_its_head_drops_out():
     net = AlexNetLite()
     pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]

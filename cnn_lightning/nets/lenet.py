@@ -10,7 +10,9 @@
     fc3       84 -> 10
 
 The modern form (the default) uses ReLU and max pooling; the classic form of the paper and the
-seeds uses a squashing activation (sigmoid or tanh) and average pooling.
+seeds uses a squashing activation (sigmoid or tanh) and average pooling. ``batch_norm=True`` puts
+a BatchNorm after each conv (before its activation), which the paper predates: it lets a short,
+high-learning-rate run converge (conf/experiment/speedrun.yaml).
 """
 
 from __future__ import annotations
@@ -37,18 +39,24 @@ class LeNet5(nn.Module):
         fc1: int = 120,
         fc2: int = 84,
         dropout: float = 0.0,        # before fc2 and fc3; the paper has none
+        batch_norm: bool = False,    # BatchNorm after conv1 and conv2; the paper has none
         num_classes: int = 10,
         input_size: int = 28,
     ):
         super().__init__()
-        self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(1, c1, kernel_size, padding=padding)),
+        features = [
+            ("conv1", nn.Conv2d(1, c1, kernel_size, padding=padding, bias=not batch_norm)),
+            ("bn1", nn.BatchNorm2d(c1)),
             ("act1", make_activation(activation)),
             ("pool1", pool(pool_type, pool_size, pool_stride)),
-            ("conv2", nn.Conv2d(c1, c2, kernel_size)),
+            ("conv2", nn.Conv2d(c1, c2, kernel_size, bias=not batch_norm)),
+            ("bn2", nn.BatchNorm2d(c2)),
             ("act2", make_activation(activation)),
             ("pool2", pool(pool_type, pool_size, pool_stride)),
-        ]))
+        ]
+        if not batch_norm:  # the paper's layers only
+            features = [(name, layer) for name, layer in features if not name.startswith("bn")]
+        self.features = nn.Sequential(OrderedDict(features))
         # Seed 004's arithmetic gives the flattened size: 28 -> 28 -> 14 -> 10 -> 5, 16*5*5 = 400.
         size = output_size(input_size, kernel_size, padding=padding)
         size = output_size(size, pool_size, pool_stride)
