@@ -77,3 +77,22 @@ def test_load_model_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
         assert "notes.ckpt" in str(err)
     else:
         raise AssertionError("load_model accepted a text file")
+
+
+def test_speedrun_config_trains_and_the_console_stays_quiet(tmp_path, mnist_dir):
+    """The speedrun's own config (the one a GPU run uses too), briefly, with its progress bar."""
+    run_dir = tmp_path / "speedrun"
+    result = run_train(
+        "experiment=speedrun", "trainer.max_epochs=2", "trainer.limit_train_batches=8",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", f"hydra.run.dir={run_dir}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["model"] == "lenet" and summary["epochs"] == 2
+    net = cnn_lightning.load_model(summary["best_checkpoint"]).net
+    assert net.features.bn1.num_features == 16 and net.features.conv2.out_channels == 32
+    assert "Tip:" not in output and "deprecated" not in output
+    assert output.count("`Trainer.fit` stopped") == 1
+    assert "Trainable params" not in output  # no second (Lightning's) model summary
+    assert "| **total**" in output  # the project's per-layer table
