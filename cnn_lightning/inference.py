@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import threading
 import time
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnn_lightning import explain
 from cnn_lightning.checkpoints import RunRecord, load_model
 from cnn_lightning.geometry import receptive_fields
 from cnn_lightning.images import MNIST_SIZE, preprocess
@@ -96,6 +99,9 @@ class Predictor:
         self.shapes = {name: tuple(m.shape[1:]) for name, m in maps.items()}
         # forward hooks are per module: two threads running the same net would see each other's
         self._lock = threading.Lock()
+        # explanations run on their own copy, so a slow saliency never holds up live prediction
+        self._explainer = copy.deepcopy(self.model)
+        self._explain_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, name: str = "", record: RunRecord | None = None) -> Predictor:
@@ -130,6 +136,24 @@ class Predictor:
         depends on, or None when unknown."""
         geometry = self.geometry.get(layer)
         return geometry.field(row, col) if geometry is not None else None
+
+    def explain_unit(self, x: torch.Tensor, layer: str, channel: int, row: int, col: int) -> explain.UnitExplanation:
+        """How unit (channel, row, col) of conv ``layer`` was computed from ``x`` (1, 28, 28); see
+        ``explain.explain_unit``. A pointwise layer right after a conv stands for that conv."""
+        with self._explain_lock:
+            unit = explain.explain_unit(self._explainer, x, layer, channel, row, col)
+        return dataclasses.replace(unit, field=self.receptive_field(unit.layer, row, col))
+
+    def saliency(self, x: torch.Tensor, method: str = "occlusion") -> np.ndarray:
+        """(28, 28) float32: how much each pixel of ``x`` drove the predicted class."""
+        with self._explain_lock:
+            return explain.saliency(self._explainer, x, method)
+
+    def probe(self, x: torch.Tensor, kind: str, values) -> np.ndarray:
+        """(len(values), 10) class probabilities of ``x`` shifted, rotated or thickened by each value
+        (``kind``: shift_x, shift_y, rotate, thickness)."""
+        with self._explain_lock:
+            return explain.probe(self._explainer, x, kind, values)
 
     def first_conv_kernels(self) -> tuple[str, np.ndarray] | None:
         """(layer name, weights (out channels, k, k)) of the first convolution on the input."""
