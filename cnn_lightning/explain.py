@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnn_lightning.nets.layers import Normalize
+
 MNIST_SIZE = 28
 SALIENCY_METHODS = ("occlusion", "gradient")
 # Probe kinds and their units; values are pixels (shift: right/down; thickness: per side) or
@@ -134,6 +136,28 @@ def _leaves_in_forward_order(model: nn.Module, x: torch.Tensor) -> tuple[list[tu
 def conv_layers(model: nn.Module) -> list[str]:
     """The names of the model's 2-D convolutions, in definition order."""
     return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+def overview_stages(model: nn.Module) -> list[tuple[str, str]]:
+    """What an all-layers view shows, in forward order: (layer name, "maps" | "bars").
+
+    A stage is a conv, pool, normalisation or dense layer with the pointwise layers after it
+    (BatchNorm, activation, dropout); its last output stands for it (a conv's map after its ReLU).
+    Reshapes (Flatten), the input standardisation and the final logits (the probabilities show
+    them) are left out; a (C, 1, 1) map is shown as bars.
+    """
+    calls, tensors = _leaves_in_forward_order(model, torch.zeros(1, MNIST_SIZE, MNIST_SIZE))
+    stages: list[tuple[str, str]] = []
+    for name, module in calls:
+        if isinstance(module, (Normalize, nn.Flatten, nn.Dropout, nn.Identity)):
+            continue
+        output = tensors[name][1]
+        kind = "maps" if output.dim() == 4 and output.shape[2] * output.shape[3] > 1 else "bars"
+        if isinstance(module, POINTWISE) and stages:
+            stages[-1] = (name, stages[-1][1])  # the stage's latest output stands for it
+        else:
+            stages.append((name, kind))
+    return stages[:-1]  # the last stage is the logits
 
 
 def conv_feeding(model: nn.Module, layer: str) -> str | None:

@@ -32,11 +32,13 @@ FEATURE_LAYERS = (
 
 
 @torch.no_grad()
-def feature_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def feature_maps(model: nn.Module, images: torch.Tensor,
+                 vectors: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model`` on ``images``; return (logits, {layer name: output (N, C, H, W)}).
 
     Names are the modules' qualified names (e.g. ``net.features.conv1.relu``), in forward order.
     Outputs are copied as they are produced, so an in-place layer after them cannot alter them.
+    Given a dict, ``vectors`` receives the (N, F) outputs of the dense layers and their activations.
     """
     maps: dict[str, torch.Tensor] = {}
 
@@ -44,12 +46,15 @@ def feature_maps(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
         def hook(module, inputs, output):
             if output.dim() == 4:
                 maps[name] = output.detach().clone()
+            elif output.dim() == 2 and vectors is not None:
+                vectors[name] = output.detach().clone()
         return hook
 
+    kinds = FEATURE_LAYERS + ((nn.Linear,) if vectors is not None else ())
     handles = [
         module.register_forward_hook(keep(name))
         for name, module in model.named_modules()
-        if isinstance(module, FEATURE_LAYERS)
+        if isinstance(module, kinds)
     ]
     try:
         logits = model(images)
@@ -67,6 +72,7 @@ class Prediction:
     input: np.ndarray  # (28, 28) float32 in [0, 1]: what the net saw
     maps: dict[str, np.ndarray] = field(repr=False)  # layer name -> (C, H, W) float32
     model_ms: float = 0.0  # forward pass with feature capture
+    vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # dense layer -> (F,)
 
     @property
     def label(self) -> int:
@@ -121,7 +127,8 @@ class Predictor:
         """Predict an already preprocessed (1, 28, 28) image."""
         with self._lock:
             started = time.perf_counter()
-            logits, maps = feature_maps(self.model, x.reshape(1, 1, MNIST_SIZE, MNIST_SIZE))
+            vectors: dict[str, torch.Tensor] = {}
+            logits, maps = feature_maps(self.model, x.reshape(1, 1, MNIST_SIZE, MNIST_SIZE), vectors)
             probabilities = torch.softmax(logits[0].double(), dim=0)
             elapsed = (time.perf_counter() - started) * 1000
         return Prediction(
@@ -129,6 +136,7 @@ class Predictor:
             input=x.reshape(MNIST_SIZE, MNIST_SIZE).numpy(),
             maps={name: m[0].numpy() for name, m in maps.items()},
             model_ms=elapsed,
+            vectors={name: v[0].numpy() for name, v in vectors.items()},
         )
 
     def receptive_field(self, layer: str, row: int, col: int) -> tuple[int, int, int, int] | None:
