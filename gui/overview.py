@@ -227,10 +227,7 @@ class NetworkOverview(QWidget):
             elif kind == "maps":
                 self._paint_maps(painter, layer, box)
             else:
-                image = bars_image(self._values(layer))
-                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-                painter.drawImage(box, image)
-                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+                self._paint_bars(painter, self._values(layer).reshape(-1), box)
         painter.end()
 
     def _paint_title(self, painter: QPainter, layer: str, kind: str, box: QRectF) -> None:
@@ -273,6 +270,20 @@ class NetworkOverview(QWidget):
                 painter.setPen(QPen(HIGHLIGHT, 2))
                 painter.drawRect(QRectF(rect.left() + (c * (w + 1) + col) * scale, rect.top() + (r * (h + 1) + row) * scale,
                                         max(scale, 3), max(scale, 3)))
+
+    @staticmethod
+    def _paint_bars(painter: QPainter, values: np.ndarray, box: QRectF) -> None:
+        if len(values) * 3 <= box.height():  # few units (a global pool): one clear bar each
+            row_h = box.height() / len(values)
+            peak = float(np.abs(values).max()) or 1.0
+            painter.fillRect(box, QColor("#f3f4f6"))
+            for i, value in enumerate(values):
+                painter.fillRect(QRectF(box.left(), box.top() + i * row_h + 1, box.width() * abs(value) / peak,
+                                        max(1.0, row_h - 2)), ACCENT)
+            return
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)  # many units: averaged
+        painter.drawImage(box, bars_image(values))
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
 
     def _paint_probabilities(self, painter: QPainter, box: QRectF) -> None:
         row_h = min(22.0, box.height() / 10)

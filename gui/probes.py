@@ -5,7 +5,7 @@ numbers come from ``Predictor.probe`` (run off the GUI thread by the window)."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -140,7 +140,8 @@ class ProbeChart(QWidget):
             y = rect.bottom() - self._probabilities[index, label] * rect.height()
             painter.drawEllipse(QPointF(x, y), 3.5, 3.5)
             painter.setBrush(Qt.BrushStyle.NoBrush)
-            text_rect = QRectF(x - 40, rect.top() - 1, 80, 14)
+            left = min(max(x - 40, rect.left()), rect.right() - 80)  # kept inside the plot
+            text_rect = QRectF(left, rect.top() - 1, 80, 14)
             painter.drawText(text_rect, Qt.AlignmentFlag.AlignCenter, f"→ {label} at {flip:+g}")
         if self._hover is not None:
             x = self._x(float(self._values[self._hover]), rect)
@@ -151,8 +152,6 @@ class ProbeChart(QWidget):
 
 class ProbePanel(QWidget):
     """The four probes in a 2x2 grid, with a one-line verdict on how robust the reading is."""
-
-    requested = Signal()  # the panel became visible with stale curves: the window recomputes
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -194,7 +193,7 @@ class ProbePanel(QWidget):
             if below is None and above is None:
                 parts.append(f"{TITLES[kind].split(' (')[0]}: holds over the whole range")
             else:
-                sides = [f"{v:+g} {unit}" for v in (below, above) if v is not None]
+                sides = [f"{v:+g}{'' if unit == '°' else ' '}{unit}" for v in (below, above) if v is not None]
                 parts.append(f"{TITLES[kind].split(' (')[0]}: flips at {' and '.join(sides)}")
         label = self.charts["shift_x"].label_at_zero
         self.summary.setText(f"Read as {label}. " + "; ".join(parts) + ".")

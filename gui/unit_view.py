@@ -42,7 +42,7 @@ class UnitGrids(QWidget):
     def _cell(self) -> int:
         kh, kw = self._unit.kernel.shape[1:]
         if self._unit.kernel.shape[0] == 1:
-            return max(18, min(34, 180 // max(kh, kw)))
+            return max(18, min(30, 150 // max(kh, kw)))
         return max(8, min(16, 54 // max(kh, kw)))
 
     def _block(self) -> tuple[float, float]:
@@ -130,8 +130,11 @@ class UnitGrids(QWidget):
         for index in range(channels):
             origin = self._origin(index)
             painter.setPen(MUTED)
-            painter.drawText(QRectF(origin.x(), origin.y(), 3 * kw * cell, 14), Qt.AlignmentFlag.AlignLeft,
-                             f"channel {unit.input_channels[index]}")
+            heading = f"channel {unit.input_channels[index]}"
+            if index == 0:
+                heading += ": layer input (zero padding dotted) × kernel = product"
+            painter.drawText(QRectF(origin.x(), origin.y(), self.width() - origin.x(), 14), Qt.AlignmentFlag.AlignLeft,
+                             heading)
             grids = (
                 (unit.patch[index], lambda v: _colour(SEQUENTIAL, (v - patch_range[0]) / ((patch_range[1] - patch_range[0]) or 1))),
                 (unit.kernel[index], lambda v: _colour(DIVERGING, 0.5 + v / (2 * kernel_bound))),

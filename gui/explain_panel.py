@@ -1,0 +1,161 @@
+"""The app explains: the all-layers overview on top, and below it one unit's arithmetic, saliency
+and the robustness probes, each a tab. The window hands it the active predictor and each new
+prediction; the slow parts (saliency, probes, the unit) run on the explanation thread."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+
+from cnn_lightning import explain
+from cnn_lightning.inference import Prediction, Predictor
+from gui.jobs import Jobs
+from gui.overview import NetworkOverview
+from gui.probes import ProbePanel
+from gui.saliency import SaliencyPanel
+from gui.unit_view import UnitPanel
+
+OVERVIEW_HEIGHT = 250
+TABS = ("unit", "saliency", "probes")
+
+
+def _probe_all(predictor: Predictor, x: torch.Tensor) -> dict[str, np.ndarray]:
+    return {kind: predictor.probe(x, kind, explain.PROBE_RANGES[kind]) for kind in explain.PROBES}
+
+
+class ExplainPanel(QWidget):
+    """``set_predictor`` when the model changes, ``set_prediction`` with every new result."""
+
+    field_selected = Signal(object)  # the clicked unit's receptive field (top, left, bottom, right) or None
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.jobs = Jobs(self)
+        self.jobs.finished.connect(self._on_result)
+        self.jobs.failed.connect(self._on_failed)
+        self._predictor: Predictor | None = None
+        self._prediction: Prediction | None = None
+        self._unit: tuple[str, int, int, int] | None = None
+        self._stale: set[str] = set()  # tabs whose result no longer matches the drawing
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.overview = NetworkOverview()
+        self.overview.unit_clicked.connect(self.select_unit)
+        self.overview_scroll = QScrollArea()
+        self.overview_scroll.setWidget(self.overview)
+        self.overview_scroll.setWidgetResizable(True)
+        self.overview_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.overview_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.overview_scroll.setFixedHeight(OVERVIEW_HEIGHT)
+        layout.addWidget(self.overview_scroll)
+
+        self.tabs = QTabWidget()
+        self.unit_panel = UnitPanel()
+        self.saliency = SaliencyPanel()
+        self.probes = ProbePanel()
+        self.tabs.addTab(self.unit_panel, "One unit's arithmetic")
+        self.tabs.addTab(self.saliency, "Saliency")
+        self.tabs.addTab(self.probes, "Robustness")
+        self.tabs.currentChanged.connect(lambda _: self._refresh_visible())
+        self.saliency.method_changed.connect(lambda _: self._mark_stale("saliency"))
+        layout.addWidget(self.tabs, 1)
+
+    # ---- inputs from the window ------------------------------------------------------------
+
+    def set_predictor(self, predictor: Predictor | None) -> None:
+        self._predictor = predictor
+        self._prediction = None
+        self._unit = None
+        for topic in TABS:
+            self.jobs.cancel(topic)
+        if predictor is None:
+            self.overview.set_stages([], set())
+        else:
+            stages = explain.overview_stages(predictor.model)
+            clickable = {name for name, _ in stages if explain.conv_feeding(predictor.model, name)}
+            self.overview.set_stages(stages, clickable)
+        self.overview.set_prediction(None)
+        self.unit_panel.set_unit(None)
+        self.saliency.clear()
+        self.probes.clear()
+        self.field_selected.emit(None)
+
+    def set_prediction(self, prediction: Prediction | None) -> None:
+        """A new drawing's prediction by the active predictor, or None for a blank drawing."""
+        self._prediction = prediction
+        self.overview.set_prediction(prediction)
+        if prediction is None:
+            for topic in TABS:
+                self.jobs.cancel(topic)
+            self.saliency.clear()
+            self.probes.clear()
+            if self._unit is not None:
+                self.unit_panel.set_message("Draw a digit: the unit's numbers follow the drawing.")
+            self._stale.clear()
+            return
+        self._stale = set(TABS)
+        self._refresh_visible()
+
+    def select_unit(self, layer: str, channel: int, row: int, col: int) -> None:
+        """Explain one unit (a conv, or the activation map right after one)."""
+        self._unit = (layer, channel, row, col)
+        self.tabs.setCurrentWidget(self.unit_panel)
+        self._stale.add("unit")
+        self._refresh_visible()
+
+    @property
+    def x(self) -> torch.Tensor | None:
+        return None if self._prediction is None else torch.from_numpy(np.array(self._prediction.input))[None]
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def _mark_stale(self, topic: str) -> None:
+        self._stale.add(topic)
+        self._refresh_visible()
+
+    def _refresh_visible(self) -> None:
+        """Compute what the visible tab shows, when it no longer matches the drawing; hidden
+        tabs wait until they are shown, so drawing pays only for what is on screen."""
+        predictor, x = self._predictor, self.x
+        if predictor is None or x is None:
+            return
+        topic = TABS[self.tabs.currentIndex()]
+        if topic not in self._stale:
+            return
+        self._stale.discard(topic)
+        if topic == "unit":
+            if self._unit is not None:
+                layer, channel, row, col = self._unit
+                self.jobs.submit("unit", lambda: predictor.explain_unit(x, layer, channel, row, col))
+        elif topic == "saliency":
+            method, label = self.saliency.current_method, self._prediction.label
+            self.saliency.set_busy()
+            self.jobs.submit("saliency", lambda: (method, label, x[0].numpy(), predictor.saliency(x, method)))
+        else:
+            self.probes.set_busy()
+            self.jobs.submit("probes", lambda: _probe_all(predictor, x))
+
+    def _on_result(self, topic: str, result) -> None:
+        if topic == "unit":
+            self.unit_panel.set_unit(result)
+            self.overview.select(self._unit, result.field)
+            self.field_selected.emit(result.field)
+        elif topic == "saliency":
+            self.saliency.set_result(*result)
+        elif topic == "probes":
+            self.probes.set_results(result)
+
+    def _on_failed(self, topic: str, message: str) -> None:
+        text = f"Could not compute this: {message}"
+        if topic == "unit":
+            self.unit_panel.set_message(text)
+        elif topic == "saliency":
+            self.saliency.clear(text)
+        else:
+            self.probes.set_message(text)
+
+    def shutdown(self) -> None:
+        self.jobs.shutdown()
