@@ -1,0 +1,174 @@
+"""The app's explanations, driven with real mouse events on real widgets (offscreen Qt) with a
+really trained checkpoint: the all-layers overview, one unit's arithmetic, saliency, probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_summary
+
+from gui import broken_qt_binding  # noqa: E402
+
+if broken_qt_binding():
+    pytest.fail(broken_qt_binding(), pytrace=False)
+from PySide6.QtCore import Qt, QThread  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from cnn_lightning import explain  # noqa: E402
+from cnn_lightning.inference import Predictor, preprocess  # noqa: E402
+from cnn_lightning.mnist_files import raw_dir  # noqa: E402
+from gui.explain_panel import ExplainPanel  # noqa: E402
+
+WAIT = 15_000
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run) -> Predictor:
+    return Predictor.from_checkpoint(Path(read_summary(trained_run)["best_checkpoint"]))
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_dir) -> torch.Tensor:
+    """A real test digit (the first of the official test set, a 7), preprocessed as the app does."""
+    images = np.fromfile(raw_dir(mnist_dir) / "t10k-images-idx3-ubyte", dtype=np.uint8, offset=16)
+    return preprocess(images.reshape(-1, 28, 28)[0])
+
+
+@pytest.fixture
+def panel(qtbot, predictor, digit):
+    panel = ExplainPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1100, 640)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_predictor(predictor)
+    panel.set_prediction(predictor.predict_input(digit))
+    yield panel
+    panel.shutdown()
+
+
+def click(widget, point) -> None:
+    QTest.mouseClick(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point.toPoint())
+
+
+def click_tab(panel: ExplainPanel, index: int) -> None:
+    bar = panel.tabs.tabBar()
+    click(bar, bar.tabRect(index).center().toPointF())
+
+
+def test_the_overview_shows_every_stage_of_the_net(panel, predictor, digit):
+    stages = panel.overview.stages
+    prediction = predictor.predict_input(digit)
+    kinds = dict(stages)
+    assert [k for k in kinds.values()].count("maps") >= 5  # tiny: five conv stages, the squeeze, the pool
+    for layer, kind in stages:
+        values = prediction.maps.get(layer, prediction.vectors.get(layer))
+        assert values is not None, f"{layer} has no output to show"
+        assert kind == ("maps" if values.ndim == 3 and values.shape[1] * values.shape[2] > 1 else "bars")
+    panel.grab()  # paints every column without error
+
+
+def test_clicking_a_conv_map_cell_shows_that_units_real_arithmetic(qtbot, panel, predictor, digit):
+    layer = "net.features.conv2.relu"  # tiny's second conv block, after its ReLU
+    assert layer in dict(panel.overview.stages)
+    channel, row, col = 5, 11, 12
+    with qtbot.waitSignal(panel.field_selected, timeout=WAIT) as blocker:
+        click(panel.overview, panel.overview.unit_centre(layer, channel, row, col))
+    unit = panel.unit_panel.unit
+    assert panel.tabs.currentWidget() is panel.unit_panel
+    assert (unit.layer, unit.channel, unit.row, unit.col) == ("net.features.conv2.conv", channel, row, col)
+    # the numbers are the layer's: the conv's output and the ReLU's, as the net computed them
+    maps = predictor.predict_input(digit).maps
+    assert unit.value == pytest.approx(float(maps["net.features.conv2.conv"][channel, row, col]), abs=1e-5)
+    assert abs(unit.total + unit.bias - unit.value) < 1e-4
+    assert unit.activated == pytest.approx(float(maps[layer][channel, row, col]), abs=1e-5)
+    # the receptive field: 5x5 pixels (two 3x3 convs) at (row, col) of the input
+    assert blocker.args[0] == unit.field == (row, col, row + 4, col + 4)
+    text = panel.unit_panel.equation.text()
+    assert f"{unit.total:.4f}" in text and "ReLU" in text and "BatchNorm2d" in text
+    # hovering a tap of the grids tells its numbers
+    grids = panel.unit_panel.grids
+
+    def hover_tap() -> bool:  # moved again each try: the grids are laid out once the unit arrives
+        QTest.mouseMove(grids, grids.tap_centre(1, "kernel", 2, 0).toPoint())
+        return grids.toolTip().startswith("channel 1, tap (2, 0)")
+
+    qtbot.waitUntil(hover_tap, timeout=WAIT)
+    assert f"{unit.kernel[1, 2, 0]:.4f}" in grids.toolTip()
+
+
+def test_a_pool_cell_is_not_clickable(qtbot, panel):
+    pool = "net.features.pool"
+    with qtbot.assertNotEmitted(panel.overview.unit_clicked, wait=200):
+        click(panel.overview, panel.overview.unit_centre(pool, 0, 5, 5))
+    assert panel.unit_panel.unit is None
+
+
+def test_the_unit_follows_the_drawing(qtbot, panel, predictor, digit):
+    layer = "net.features.conv1.relu"
+    with qtbot.waitSignal(panel.field_selected, timeout=WAIT):
+        click(panel.overview, panel.overview.unit_centre(layer, 0, 10, 10))
+    first = panel.unit_panel.unit
+    shifted = explain.transform(digit, "shift_x", 2)
+    with qtbot.waitSignal(panel.field_selected, timeout=WAIT):
+        panel.set_prediction(predictor.predict_input(shifted))
+    second = panel.unit_panel.unit
+    assert (second.row, second.col) == (first.row, first.col)
+    assert np.array_equal(second.patch, predictor.explain_unit(shifted, layer, 0, 10, 10).patch)
+    assert not np.array_equal(second.patch, first.patch)
+
+
+def test_saliency_is_computed_off_the_gui_thread_and_switches_method(qtbot, panel, predictor, digit):
+    threads = []
+    original = predictor.saliency
+
+    def spy(x, method="occlusion"):
+        threads.append(QThread.currentThread())
+        return original(x, method)
+
+    predictor.saliency = spy
+    try:
+        click_tab(panel, 1)
+        qtbot.waitUntil(lambda: panel.saliency.image.saliency is not None, timeout=WAIT)
+        assert threads and threads[0] is not QApplication.instance().thread()
+        np.testing.assert_allclose(panel.saliency.image.saliency, original(digit, "occlusion"), atol=1e-6)
+        assert "Occlusion" in panel.saliency.caption.text()
+        before = panel.saliency.image.saliency
+        panel.saliency.method.setFocus()
+        QTest.keyClick(panel.saliency.method, Qt.Key.Key_Down)  # the keyboard picks "gradient"
+        assert panel.saliency.current_method == "gradient"
+        qtbot.waitUntil(lambda: panel.saliency.image.saliency is not before, timeout=WAIT)
+        np.testing.assert_allclose(panel.saliency.image.saliency, original(digit, "gradient"), atol=1e-6)
+        assert "Gradient" in panel.saliency.caption.text()
+    finally:
+        del predictor.saliency
+
+
+def test_probe_curves_mark_the_flips_and_tell_values_on_hover(qtbot, panel, predictor, digit):
+    click_tab(panel, 2)
+    chart = panel.probes.charts["rotate"]
+    qtbot.waitUntil(lambda: chart.label_at_zero is not None, timeout=WAIT)
+    plain = predictor.predict_input(digit)
+    assert chart.label_at_zero == plain.label
+    for kind, probe_chart in panel.probes.charts.items():
+        values = explain.PROBE_RANGES[kind]
+        expected = predictor.probe(digit, kind, values)
+        assert probe_chart.flips == explain.flip_points(values, expected)
+        assert np.abs(expected[list(values).index(0)] - plain.probabilities).max() < 1e-4
+    assert panel.probes.summary.text().startswith(f"Read as {plain.label}.")
+    QTest.mouseMove(chart, chart.value_position(-45).toPoint())
+    qtbot.waitUntil(lambda: chart.hovered_value() == -45.0, timeout=WAIT)
+    assert chart.toolTip().startswith("-45 °:")
+
+
+def test_a_blank_drawing_clears_the_explanations(qtbot, panel):
+    click_tab(panel, 2)
+    qtbot.waitUntil(lambda: panel.probes.charts["shift_x"].label_at_zero is not None, timeout=WAIT)
+    panel.set_prediction(None)
+    assert panel.probes.charts["shift_x"].label_at_zero is None
+    assert panel.saliency.image.saliency is None
+    panel.grab()
