@@ -3,6 +3,7 @@
     python benchmarks/app_latency.py                      # every architecture under outputs/
     python benchmarks/app_latency.py --checkpoint X.ckpt  # one checkpoint
     python benchmarks/app_latency.py --strokes 10 --frames 200   # a quick check
+    python benchmarks/app_latency.py --overview           # with the Explain tab's overview on screen
 
 Per net:
 - model time: one preprocessed 28x28 image through the net with every feature map captured
@@ -15,7 +16,8 @@ Per net:
   frame much slower than the rest (the GUI thread never waits for the net).
 
 Runs offscreen unless a display is set. Prints the figures and writes
-``benchmarks/results/app_latency.json``. Goals: model time <= 5 ms, >= 30 fps.
+``benchmarks/results/app_latency.json`` (``app_latency_overview.json`` with ``--overview``).
+Goals: model time <= 5 ms, >= 30 fps.
 """
 
 from __future__ import annotations
@@ -190,6 +192,8 @@ def main() -> int:
     parser.add_argument("--strokes", type=int, default=30, help="timed strokes per net")
     parser.add_argument("--frames", type=int, default=600, help="mouse moves in the drawing test")
     parser.add_argument("--repeats", type=int, default=300, help="timed forward passes per net")
+    parser.add_argument("--overview", action="store_true",
+                        help="show the Explain tab: the all-layers overview repaints with every prediction")
     args = parser.parse_args()
 
     started_machine = machine()
@@ -197,6 +201,7 @@ def main() -> int:
     apply_style(app)
     window = MainWindow(outputs_root=args.outputs, checkpoint=args.checkpoint[0] if args.checkpoint else None)
     window.resize(1360, 820)
+    window.show_explain(args.overview)
     window.show()
     wait_for(app, lambda: window.state not in ("starting", "loading"))
     keys = [e.key for e in window.entries]
@@ -205,7 +210,7 @@ def main() -> int:
         return 1
     started_machine["torch_threads"] = __import__("torch").get_num_threads()  # the app sets 1
     print(f"Machine: {describe(started_machine)}")
-    print(f"Qt platform: {app.platformName()}")
+    print(f"Qt platform: {app.platformName()}" + (", the overview on screen" if args.overview else ""))
     results = {}
     for key in keys:
         try:
@@ -228,8 +233,9 @@ def main() -> int:
     ok_fps = all(r["drawing"]["fps"] >= FPS_GOAL for r in results.values())
     print(f"Goals: model time <= {MODEL_GOAL_MS} ms: {'met' if ok_model else 'NOT met'}; "
           f">= {FPS_GOAL:.0f} fps while drawing: {'met' if ok_fps else 'NOT met'}")
-    path = write_result("app_latency", {
+    path = write_result("app_latency_overview" if args.overview else "app_latency", {
         "qt_platform": app.platformName(),
+        "overview_visible": args.overview,
         "goals": {"model_ms": MODEL_GOAL_MS, "fps": FPS_GOAL, "model_met": ok_model, "fps_met": ok_fps},
         "nets": results,
     }, started_machine)

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_style(app)
     outputs = args.outputs or Path(project_root()) / "outputs"
     window = MainWindow(outputs_root=outputs, checkpoint=args.checkpoint)
-    window.resize(1360, 820)
+    screen = app.primaryScreen().availableGeometry() if app.primaryScreen() else None
+    # as large as the panels like, but never past the screen (the window scrolls on a small one)
+    window.resize(min(1360, screen.width()) if screen else 1360, min(820, screen.height()) if screen else 820)
     window.show()
     return app.exec()
 

@@ -98,7 +98,7 @@ class NetworkOverview(QWidget):
     def stages(self) -> list[tuple[str, str]]:
         return list(self._stages)
 
-    def _values(self, layer: str) -> np.ndarray | None:
+    def values_of(self, layer: str) -> np.ndarray | None:
         if self._prediction is None:
             return None
         if layer in self._prediction.maps:
@@ -144,7 +144,7 @@ class NetworkOverview(QWidget):
         return best
 
     def _map_geometry(self, layer: str, box: QRectF) -> tuple[int, float, QRectF] | None:
-        values = self._values(layer)
+        values = self.values_of(layer)
         if values is None or values.ndim != 3:
             return None
         count, h, w = values.shape
@@ -157,7 +157,7 @@ class NetworkOverview(QWidget):
         """Widget position of a unit's centre (tests click it with real mouse events)."""
         box = next(rect for name, _, rect in self._columns() if name == layer)
         cols, scale, rect = self._map_geometry(layer, box)
-        _, h, w = self._values(layer).shape
+        _, h, w = self.values_of(layer).shape
         r, c = divmod(channel, cols)
         return QPointF(rect.left() + (c * (w + 1) + col + 0.5) * scale, rect.top() + (r * (h + 1) + row + 0.5) * scale)
 
@@ -169,7 +169,7 @@ class NetworkOverview(QWidget):
             if geometry is None:
                 return None
             cols, scale, rect = geometry
-            count, h, w = self._values(layer).shape
+            count, h, w = self.values_of(layer).shape
             gx, gy = (pos.x() - rect.left()) / scale, (pos.y() - rect.top()) / scale
             c, r = int(gx // (w + 1)), int(gy // (h + 1))
             col, row = int(gx - c * (w + 1)), int(gy - r * (h + 1))
@@ -188,7 +188,7 @@ class NetworkOverview(QWidget):
             self.unsetCursor()
         else:
             layer, channel, row, col = unit
-            value = float(self._values(layer)[channel, row, col])
+            value = float(self.values_of(layer)[channel, row, col])
             hint = ": click to see how it was computed" if layer in self._clickable else ""
             self.setToolTip(f"{layer} · map {channel} · unit ({row}, {col}) = {value:.4g}{hint}")
             if layer in self._clickable:
@@ -221,17 +221,17 @@ class NetworkOverview(QWidget):
                 self._paint_input(painter, box)
             elif kind == "probabilities":
                 self._paint_probabilities(painter, box)
-            elif self._values(layer) is None:
+            elif self.values_of(layer) is None:
                 painter.setPen(QPen(TRACK, 1, Qt.PenStyle.DashLine))
                 painter.drawRect(box.adjusted(2, 2, -2, -2))
             elif kind == "maps":
                 self._paint_maps(painter, layer, box)
             else:
-                self._paint_bars(painter, self._values(layer).reshape(-1), box)
+                self._paint_bars(painter, self.values_of(layer).reshape(-1), box)
         painter.end()
 
     def _paint_title(self, painter: QPainter, layer: str, kind: str, box: QRectF) -> None:
-        values = self._values(layer) if kind in ("maps", "bars") else None
+        values = self.values_of(layer) if kind in ("maps", "bars") else None
         name = {"input": "input", "probabilities": "output"}.get(kind, layer.split(".")[-1]
                                                                    if not layer.endswith(("relu", "act")) else layer.split(".")[-2])
         shape = "28×28" if kind == "input" else "10" if kind == "probabilities" else (
@@ -257,15 +257,15 @@ class NetworkOverview(QWidget):
         cols, scale, rect = self._map_geometry(layer, box)
         key = (layer, cols)
         if key not in self._cache:
-            self._cache[key] = _qimage(mosaic(self._values(layer), cols))
+            self._cache[key] = _qimage(mosaic(self.values_of(layer), cols))
         painter.drawImage(rect, self._cache[key])  # unsmoothed: each unit a block
         if layer in self._clickable:
             painter.setPen(QPen(ACCENT, 1))
             painter.drawLine(QPointF(box.left(), box.top() - 2), QPointF(box.right(), box.top() - 2))
         if self._selected is not None and self._selected[0] == layer:
             _, channel, row, col = self._selected
-            _, h, w = self._values(layer).shape
-            if channel < self._values(layer).shape[0]:
+            _, h, w = self.values_of(layer).shape
+            if channel < self.values_of(layer).shape[0]:
                 r, c = divmod(channel, cols)
                 painter.setPen(QPen(HIGHLIGHT, 2))
                 painter.drawRect(QRectF(rect.left() + (c * (w + 1) + col) * scale, rect.top() + (r * (h + 1) + row) * scale,

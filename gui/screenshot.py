@@ -1,11 +1,13 @@
 """Take the README's screenshot: the real window, a digit drawn with real mouse events.
 
     xvfb-run -s "-screen 0 1600x1000x24" python -m gui.screenshot docs/app.png
+    xvfb-run -s "-screen 0 1366x768x24" python -m gui.screenshot docs/explain_unit.png --explain unit
 
 Draws a "3" on the canvas through mouse press/move/release events, waits for the prediction,
 shows a feature-map layer with one unit hovered (its receptive field lit on the 28x28 input),
 turns on the side-by-side comparison when more than one architecture is found, and saves what
-the display shows of the window.
+the display shows of the window. ``--explain`` shows the Explain tab instead: the overview, and
+one unit's arithmetic (a unit clicked), the saliency or the robustness probes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, default=Path(project_root()) / "outputs")
     parser.add_argument("--layer", default="", help="feature-map layer to show (default: the app's choice)")
     parser.add_argument("--size", default="1440x860")
+    parser.add_argument("--model", default="", help="architecture to show (default: the app's first)")
+    parser.add_argument("--explain", choices=("overview", "unit", "saliency", "probes"), default=None,
+                        help="show the Explain tab with this view")
+    parser.add_argument("--unit", default="", help="with --explain unit: LAYER,CHANNEL,ROW,COL to click")
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
                         help="side-by-side comparison (default: when more than one architecture is found)")
     args = parser.parse_args(argv)
@@ -65,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     spin(20, lambda: window.state not in ("starting", "loading"))
     if window.active is None:
         print(f"no model could be loaded from {args.outputs}: {window.state}", file=sys.stderr)
-    compare = args.compare if args.compare is not None else len(window.entries) > 1
+    if args.model:
+        window.select_model(args.model)
+        spin(20, lambda: window.active == args.model)
+    if args.explain:
+        window.show_explain(True)
+    compare = args.compare if args.compare is not None else (len(window.entries) > 1 and not args.explain)
     if compare:
         window.compare_box.setChecked(True)
         spin(20, lambda: all(e.key in window.predictors or e.key in window.failures for e in window.entries))
@@ -83,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     spin(20, lambda: window.last_outcome is not None and window.last_outcome.request == request)
 
     grid = window.grid
-    if grid.count:  # hover one unit of one map: its receptive field lights up on the input
+    if args.explain:
+        show_explanation(window.explain, args.explain, args.unit, spin)
+    elif grid.count:  # hover one unit of one map: its receptive field lights up on the input
         height_, width_ = grid.map_shape
         QTest.mouseMove(grid, grid.unit_centre(min(1, grid.count - 1), height_ // 3, width_ // 2).toPoint())
     spin(0.5)
@@ -103,6 +116,31 @@ def main(argv: list[str] | None = None) -> int:
           f"model {window.active}, prediction {said}")
     window.close()
     return 0
+
+
+def show_explanation(panel, view: str, unit: str, spin) -> None:
+    """Bring up one view of the Explain tab as a person would: click a unit, or click a tab."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    def click(widget, point) -> None:
+        QTest.mouseClick(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, point.toPoint())
+
+    if view == "unit":
+        maps = [name for name, kind in panel.overview.stages if kind == "maps"]
+        layer, channel, row, col = unit.split(",") if unit else (maps[0], "0", "", "")
+        values = panel.overview.values_of(layer)
+        row = int(row) if row else values.shape[1] // 2
+        col = int(col) if col else values.shape[2] // 2
+        click(panel.overview, panel.overview.unit_centre(layer, int(channel), row, col))
+        spin(20, lambda: panel.unit_panel.unit is not None)
+    elif view in ("saliency", "probes"):
+        bar = panel.tabs.tabBar()
+        click(bar, bar.tabRect(1 if view == "saliency" else 2).center().toPointF())
+        done = ((lambda: panel.saliency.image.saliency is not None) if view == "saliency"
+                else (lambda: panel.probes.charts["shift_x"].label_at_zero is not None))
+        spin(30, done)
+    spin(0.5)
 
 
 if __name__ == "__main__":
