@@ -72,6 +72,7 @@ class UnitExplanation:
     input_cols: tuple[int, ...]
     steps: tuple[Step, ...] = ()
     field: tuple[int, int, int, int] | None = None  # receptive field in the 28x28 image, inclusive
+    input_note: str = ""  # what the layer's input is, when it is not plain feature maps
 
     @property
     def product(self) -> np.ndarray:
@@ -237,6 +238,9 @@ def explain_unit(model: nn.Module, x: torch.Tensor, layer: str, channel: int, ro
 
     steps = []
     names = [name for name, _ in calls]
+    before = calls[names.index(target) - 1][1] if names.index(target) > 0 else None
+    note = (f"the standardised image: (pixel − {float(before.mean):.4f}) / {float(before.std):.4f}"
+            if isinstance(before, Normalize) else "")
     previous = value
     for name, module in calls[names.index(target) + 1:]:
         if not isinstance(module, POINTWISE):
@@ -249,7 +253,7 @@ def explain_unit(model: nn.Module, x: torch.Tensor, layer: str, channel: int, ro
     return UnitExplanation(
         layer=target, channel=channel, row=row, col=col, patch=patch, kernel=kernel, bias=bias,
         value=value, padded=padded, input_channels=in_channels, input_rows=rows, input_cols=cols,
-        steps=tuple(steps), field=field,
+        steps=tuple(steps), field=field, input_note=note,
     )
 
 

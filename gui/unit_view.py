@@ -182,6 +182,8 @@ def equation_html(unit: UnitExplanation) -> str:
     lines += [f"→ {step.kind} <span style='color:#6b7280'>{step.layer}</span>: {step.formula}" for step in unit.steps]
     if unit.activated is not None:
         lines.append(f"after the activation: <b>{unit.activated:.4f}</b>")
+    if unit.input_note:
+        lines.append(f"<span style='color:#6b7280'>the layer's input is {unit.input_note}</span>")
     if unit.field is not None:
         top, left, bottom, right = unit.field
         lines.append(f"<span style='color:#6b7280'>receptive field: input rows {top}–{bottom}, "

@@ -108,6 +108,8 @@ def test_unit_arithmetic_equals_every_conv_layers_output(variant, test_digits):
         assert unit.padded[:2].all() and unit.padded[:, :2].all() and not unit.padded[2:, 2:].any()
         assert unit.activated is not None and unit.steps[-1].kind in ("ReLU", "Sigmoid")
     assert unit.field is not None and unit.field[0] == 0 and unit.field[1] == 0
+    assert unit.input_note.startswith("the standardised image")  # the first conv reads Normalize's output
+    assert predictor.explain_unit(x, explain.conv_layers(model)[1], 0, 0, 0).input_note == ""
 
 
 def test_tiny_units_go_through_batchnorm_then_relu(test_digits):

@@ -172,3 +172,51 @@ def test_a_blank_drawing_clears_the_explanations(qtbot, panel):
     assert panel.probes.charts["shift_x"].label_at_zero is None
     assert panel.saliency.image.saliency is None
     panel.grab()
+
+
+# ---- in the window -----------------------------------------------------------------------------
+
+
+def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the_field(qtbot, tmp_path, trained_run):
+    """Draw with the mouse in the real window, Explain tab open: the overview shows the live
+    prediction; clicking a unit outlines its receptive field on the window's 28x28 input."""
+    from test_gui import SEVEN, draw, make_outputs, shows, wait_ready
+
+    from gui.window import MINIMUM_SIZE, MainWindow
+
+    window = MainWindow(outputs_root=make_outputs(tmp_path / "outputs", trained_run))
+    qtbot.addWidget(window)
+    window.resize(1366, 768)
+    window.show()
+    qtbot.waitExposed(window)
+    try:
+        wait_ready(qtbot, window)
+        assert MINIMUM_SIZE[0] <= 1280 and MINIMUM_SIZE[1] <= 720
+        assert window.minimumSize().width() <= 1280 and window.minimumSize().height() <= 720
+        click_tab_of(window.right_tabs, 1)
+        assert window.right_tabs.currentWidget() is window.explain
+        with qtbot.waitSignal(window.predictionShown, timeout=WAIT, check_params_cb=shows(window)) as blocker:
+            draw(qtbot, window.canvas, SEVEN)
+        prediction = blocker.args[0].predictions[window.active]
+        overview = window.explain.overview
+        assert overview.isVisible() and overview._prediction is prediction
+        layer = "net.features.conv3.relu"
+        with qtbot.waitSignal(window.explain.field_selected, timeout=WAIT) as selected:
+            click(overview, overview.unit_centre(layer, 2, 4, 4))
+        assert selected.args[0] is not None and window.input_view.highlight == selected.args[0]
+        unit = window.explain.unit_panel.unit
+        assert unit.layer == "net.features.conv3.conv"
+        assert unit.value == pytest.approx(float(prediction.maps[unit.layer][2, 4, 4]), abs=1e-5)
+        # at 1280x720 the window still shows every panel, scrolling rather than clipping
+        window.resize(1280, 720)
+        qtbot.waitUntil(lambda: (window.width(), window.height()) == (1280, 720), timeout=WAIT)
+        content = window.centralWidget().widget()
+        need = content.minimumSizeHint()
+        assert content.width() >= need.width() and content.height() >= need.height()
+    finally:
+        window.close()
+
+
+def click_tab_of(tabs, index: int) -> None:
+    bar = tabs.tabBar()
+    click(bar, bar.tabRect(index).center().toPointF())
