@@ -17,8 +17,16 @@ from gui.probes import ProbePanel
 from gui.saliency import SaliencyPanel
 from gui.unit_view import UnitPanel
 
-OVERVIEW_HEIGHT = 250
+OVERVIEW_HEIGHT = 240
 TABS = ("unit", "saliency", "probes")
+
+
+def _scrolled(page: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidget(page)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    return area
 
 
 def _probe_all(predictor: Predictor, x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -56,9 +64,11 @@ class ExplainPanel(QWidget):
         self.unit_panel = UnitPanel()
         self.saliency = SaliencyPanel()
         self.probes = ProbePanel()
-        self.tabs.addTab(self.unit_panel, "One unit's arithmetic")
-        self.tabs.addTab(self.saliency, "Saliency")
-        self.tabs.addTab(self.probes, "Robustness")
+        # each page scrolls on its own: a long equation or wrapped summary never makes the
+        # whole window taller than a laptop screen
+        self.tabs.addTab(_scrolled(self.unit_panel), "One unit's arithmetic")
+        self.tabs.addTab(_scrolled(self.saliency), "Saliency")
+        self.tabs.addTab(_scrolled(self.probes), "Robustness")
         self.tabs.currentChanged.connect(lambda _: self._refresh_visible())
         self.saliency.method_changed.connect(lambda _: self._mark_stale("saliency"))
         layout.addWidget(self.tabs, 1)
@@ -102,7 +112,7 @@ class ExplainPanel(QWidget):
     def select_unit(self, layer: str, channel: int, row: int, col: int) -> None:
         """Explain one unit (a conv, or the activation map right after one)."""
         self._unit = (layer, channel, row, col)
-        self.tabs.setCurrentWidget(self.unit_panel)
+        self.tabs.setCurrentIndex(TABS.index("unit"))
         self._stale.add("unit")
         self._refresh_visible()
 

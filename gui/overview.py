@@ -95,6 +95,11 @@ class NetworkOverview(QWidget):
         self.update()
 
     @property
+    def field(self) -> tuple[int, int, int, int] | None:
+        """The receptive field outlined on the overview's input."""
+        return self._field
+
+    @property
     def stages(self) -> list[tuple[str, str]]:
         return list(self._stages)
 

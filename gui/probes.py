@@ -30,7 +30,7 @@ class ProbeChart(QWidget):
         self._probabilities: np.ndarray | None = None
         self._flips: tuple[float | None, float | None] = (None, None)
         self._hover: int | None = None
-        self.setMinimumSize(220, 140)
+        self.setMinimumSize(200, 110)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
 

@@ -130,11 +130,8 @@ class UnitGrids(QWidget):
         for index in range(channels):
             origin = self._origin(index)
             painter.setPen(MUTED)
-            heading = f"channel {unit.input_channels[index]}"
-            if index == 0:
-                heading += ": layer input (zero padding dotted) × kernel = product"
-            painter.drawText(QRectF(origin.x(), origin.y(), self.width() - origin.x(), 14), Qt.AlignmentFlag.AlignLeft,
-                             heading)
+            painter.drawText(QRectF(origin.x(), origin.y(), 3 * kw * cell, 14), Qt.AlignmentFlag.AlignLeft,
+                             f"channel {unit.input_channels[index]}")
             grids = (
                 (unit.patch[index], lambda v: _colour(SEQUENTIAL, (v - patch_range[0]) / ((patch_range[1] - patch_range[0]) or 1))),
                 (unit.kernel[index], lambda v: _colour(DIVERGING, 0.5 + v / (2 * kernel_bound))),
@@ -182,6 +179,8 @@ def equation_html(unit: UnitExplanation) -> str:
     lines += [f"→ {step.kind} <span style='color:#6b7280'>{step.layer}</span>: {step.formula}" for step in unit.steps]
     if unit.activated is not None:
         lines.append(f"after the activation: <b>{unit.activated:.4f}</b>")
+    lines.append("<span style='color:#6b7280'>below, per input channel: the layer's input under the kernel "
+                 "(zero padding dotted) × the kernel = their product, and its sum</span>")
     if unit.input_note:
         lines.append(f"<span style='color:#6b7280'>the layer's input is {unit.input_note}</span>")
     if unit.field is not None:

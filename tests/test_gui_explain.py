@@ -79,7 +79,7 @@ def test_clicking_a_conv_map_cell_shows_that_units_real_arithmetic(qtbot, panel,
     with qtbot.waitSignal(panel.field_selected, timeout=WAIT) as blocker:
         click(panel.overview, panel.overview.unit_centre(layer, channel, row, col))
     unit = panel.unit_panel.unit
-    assert panel.tabs.currentWidget() is panel.unit_panel
+    assert panel.tabs.currentWidget().widget() is panel.unit_panel
     assert (unit.layer, unit.channel, unit.row, unit.col) == ("net.features.conv2.conv", channel, row, col)
     # the numbers are the layer's: the conv's output and the ReLU's, as the net computed them
     maps = predictor.predict_input(digit).maps
@@ -203,7 +203,9 @@ def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the
         layer = "net.features.conv3.relu"
         with qtbot.waitSignal(window.explain.field_selected, timeout=WAIT) as selected:
             click(overview, overview.unit_centre(layer, 2, 4, 4))
-        assert selected.args[0] is not None and window.input_view.highlight == selected.args[0]
+        assert selected.args[0] is not None and overview.field == selected.args[0]
+        assert not window.middle_column.isVisible()  # the overview has its own input and output
+        assert window.input_view.highlight == selected.args[0]  # there too, for the feature-maps tab
         unit = window.explain.unit_panel.unit
         assert unit.layer == "net.features.conv3.conv"
         assert unit.value == pytest.approx(float(prediction.maps[unit.layer][2, 4, 4]), abs=1e-5)
