@@ -201,7 +201,7 @@ def main() -> int:
     apply_style(app)
     window = MainWindow(outputs_root=args.outputs, checkpoint=args.checkpoint[0] if args.checkpoint else None)
     window.resize(1360, 820)
-    window.show_explain(args.overview)
+    window.right_column.show_explain(args.overview)
     window.show()
     wait_for(app, lambda: window.state not in ("starting", "loading"))
     keys = [e.key for e in window.entries]

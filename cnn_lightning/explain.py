@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnn_lightning.images import MNIST_SIZE
 from cnn_lightning.nets.layers import Normalize
 
-MNIST_SIZE = 28
 SALIENCY_METHODS = ("occlusion", "gradient")
 # Probe kinds and their units; values are pixels (shift: right/down; thickness: per side) or
 # degrees (rotate: counter-clockwise on screen).

@@ -15,18 +15,11 @@ from gui.jobs import Jobs
 from gui.overview import NetworkOverview
 from gui.probes import ProbePanel
 from gui.saliency import SaliencyPanel
+from gui.style import scrollable
 from gui.unit_view import UnitPanel
 
 OVERVIEW_HEIGHT = 240
 TABS = ("unit", "saliency", "probes")
-
-
-def _scrolled(page: QWidget) -> QScrollArea:
-    area = QScrollArea()
-    area.setWidget(page)
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    return area
 
 
 def _probe_all(predictor: Predictor, x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -34,7 +27,8 @@ def _probe_all(predictor: Predictor, x: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 class ExplainPanel(QWidget):
-    """``set_predictor`` when the model changes, ``set_prediction`` with every new result."""
+    """A view of the model in use (see gui/window.py): ``set_model`` when the net changes,
+    ``set_prediction`` with every new drawing's prediction."""
 
     field_selected = Signal(object)  # the clicked unit's receptive field (top, left, bottom, right) or None
 
@@ -66,14 +60,19 @@ class ExplainPanel(QWidget):
         self.probes = ProbePanel()
         # each page scrolls on its own: a long equation or wrapped summary never makes the
         # whole window taller than a laptop screen
-        self.tabs.addTab(_scrolled(self.unit_panel), "One unit's arithmetic")
-        self.tabs.addTab(_scrolled(self.saliency), "Saliency")
-        self.tabs.addTab(_scrolled(self.probes), "Robustness")
+        self.tabs.addTab(scrollable(self.unit_panel), "One unit's arithmetic")
+        self.tabs.addTab(scrollable(self.saliency), "Saliency")
+        self.tabs.addTab(scrollable(self.probes), "Robustness")
         self.tabs.currentChanged.connect(lambda _: self._refresh_visible())
         self.saliency.method_changed.connect(lambda _: self._mark_stale("saliency"))
         layout.addWidget(self.tabs, 1)
 
     # ---- inputs from the window ------------------------------------------------------------
+
+    def set_model(self, predictor: Predictor | None, prediction: Prediction | None = None) -> None:
+        self.set_predictor(predictor)
+        if predictor is not None and prediction is not None:
+            self.set_prediction(prediction)
 
     def set_predictor(self, predictor: Predictor | None) -> None:
         self._predictor = predictor
@@ -169,3 +168,23 @@ class ExplainPanel(QWidget):
 
     def shutdown(self) -> None:
         self.jobs.shutdown()
+
+
+class RightColumn(QTabWidget):
+    """The window's right column: the feature maps, or the explanations. While Explain is shown
+    the ``gives_way`` widget (the middle column) hides: the overview has its own input and
+    probabilities, and needs the width."""
+
+    def __init__(self, feature_maps: QWidget, explain: ExplainPanel, gives_way: QWidget):
+        super().__init__()
+        self.explain, self._gives_way = explain, gives_way
+        self.addTab(feature_maps, "Feature maps")
+        self.addTab(explain, "Explain")
+        self.currentChanged.connect(lambda _: gives_way.setVisible(not self.explaining))
+
+    @property
+    def explaining(self) -> bool:
+        return self.currentWidget() is self.explain
+
+    def show_explain(self, on: bool) -> None:
+        self.setCurrentIndex(1 if on else 0)

@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from cnn_lightning.inference import Prediction
-from gui.views import ACCENT, HIGHLIGHT, MUTED, SEQUENTIAL, TEXT, TRACK, UNSURE, gray_image
+from gui.colours import ACCENT, HIGHLIGHT, MUTED, SEQUENTIAL, TEXT, TRACK, UNSURE, gray_image
 
 TITLE_H = 30
 GAP = 10

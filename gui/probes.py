@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from cnn_lightning.explain import PROBE_RANGES, PROBES, flip_points
-from gui.views import ACCENT, MUTED, TEXT, TRACK
+from gui.colours import ACCENT, MUTED, TEXT, TRACK
 
 TITLES = {"shift_x": "shift right (px)", "shift_y": "shift down (px)", "rotate": "rotate ↺ (°)",
           "thickness": "stroke thicker (px)"}

@@ -10,7 +10,7 @@ from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from cnn_lightning.explain import OCCLUSION_PATCH, SALIENCY_METHODS
-from gui.views import MUTED
+from gui.colours import MUTED
 
 METHOD_LABELS = {
     "occlusion": f"Occlusion: hide a {OCCLUSION_PATCH}×{OCCLUSION_PATCH} square, see the probability drop",

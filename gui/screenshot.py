@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         window.select_model(args.model)
         spin(20, lambda: window.active == args.model)
     if args.explain:
-        window.show_explain(True)
+        window.right_column.show_explain(True)
     compare = args.compare if args.compare is not None else (len(window.entries) > 1 and not args.explain)
     if compare:
         window.compare_box.setChecked(True)

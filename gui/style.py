@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QApplication, QFrame, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 STYLE = """
 QMainWindow, QWidget#central { background: #f3f4f6; }
@@ -47,3 +47,13 @@ def repolish(widget: QWidget) -> None:
     """Re-apply the style sheet after a dynamic property the sheet selects on has changed."""
     widget.style().unpolish(widget)
     widget.style().polish(widget)
+
+
+def scrollable(widget: QWidget) -> QScrollArea:
+    """``widget`` in a frameless scroll area that resizes it: below its minimum size it scrolls
+    instead of clipping, or of making its window larger than the screen."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    return area

@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from cnn_lightning.explain import UnitExplanation
-from gui.views import DIVERGING, MUTED, SEQUENTIAL, TEXT
+from gui.colours import DIVERGING, MUTED, SEQUENTIAL, TEXT
 
 PADDING = QColor("#9ca3af")
 GRIDS = ("input", "kernel", "product")

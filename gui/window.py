@@ -21,15 +21,19 @@ from cnn_lightning.inference import Prediction, Predictor
 from gui.banner import Banner
 from gui.comparison import ComparisonRow
 from gui.draw_panel import DrawPanel
+from gui.explain_panel import ExplainPanel, RightColumn
 from gui.feature_maps import FeatureMapPanel
 from gui.input_view import InputPanel
 from gui.messages import checkpoint_gone_text, load_error_text, no_model_text, still_using_text
 from gui.model_picker import ModelPicker
 from gui.models import CheckpointWatcher, Models
 from gui.probabilities import PredictionPanel
+from gui.style import scrollable
 from gui.worker import Inference, Outcome
 
 log = logging.getLogger(__name__)
+
+MINIMUM_SIZE = (1024, 640)  # below what the panels need the window scrolls (a 1280x720 laptop)
 
 
 class MainWindow(QMainWindow):
@@ -107,8 +111,11 @@ class MainWindow(QMainWindow):
         self.feature_maps = FeatureMapPanel()  # right: every layer's maps
         self.feature_maps.unitHovered.connect(self.input_panel.show_field)
         self.feature_maps.unhovered.connect(self.input_panel.clear_field)
-        columns.addWidget(self.feature_maps, 1)
-        self.views = [self.feature_maps]  # what the window feeds with each net and each prediction
+        self.explain = ExplainPanel()  # or: every layer at once, one unit, saliency, probes
+        self.explain.field_selected.connect(self.input_panel.view.set_highlight)
+        self.right_column = RightColumn(self.feature_maps, self.explain, gives_way=middle_column)
+        columns.addWidget(self.right_column, 1)
+        self.views = [self.feature_maps, self.explain]  # what the window feeds with each net and prediction
 
         self.comparison = ComparisonRow()  # bottom: side by side, shown on demand
         self.comparison.hide()
@@ -126,7 +133,8 @@ class MainWindow(QMainWindow):
             p.bars, p.digit_label, p.verdict_label, p.result_stack, p.state_label)
         self.compare_frame, self.compare_cards = self.comparison, self.comparison.cards
 
-        self.setCentralWidget(central)
+        self.setCentralWidget(scrollable(central))  # a small screen scrolls the panels
+        self.setMinimumSize(*MINIMUM_SIZE)
         self.status = self.statusBar()
         self._actions()
 
@@ -317,6 +325,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.drawing.stop_live()
         self.inference.shutdown()
+        self.explain.shutdown()
         super().closeEvent(event)
 
 

@@ -21,6 +21,7 @@ from cnn_lightning.nets.layers import Normalize
 NET_VARIANTS = {  # every net of cnn_lightning.nets, and the options that change its layers
     "LeNet5": {},
     "LeNet5-classic": {"activation": "sigmoid", "pool_type": "avg"},
+    "LeNet5-batchnorm": {"batch_norm": True},
     "AlexNetLite": {},
     "AlexNetLite-lrn": {"lrn": True},
     "TinyNet": {},

@@ -193,8 +193,8 @@ def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the
         wait_ready(qtbot, window)
         assert MINIMUM_SIZE[0] <= 1280 and MINIMUM_SIZE[1] <= 720
         assert window.minimumSize().width() <= 1280 and window.minimumSize().height() <= 720
-        click_tab_of(window.right_tabs, 1)
-        assert window.right_tabs.currentWidget() is window.explain
+        click_tab_of(window.right_column, 1)
+        assert window.right_column.currentWidget() is window.explain
         with qtbot.waitSignal(window.predictionShown, timeout=WAIT, check_params_cb=shows(window)) as blocker:
             draw(qtbot, window.canvas, SEVEN)
         prediction = blocker.args[0].predictions[window.active]
@@ -204,7 +204,7 @@ def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the
         with qtbot.waitSignal(window.explain.field_selected, timeout=WAIT) as selected:
             click(overview, overview.unit_centre(layer, 2, 4, 4))
         assert selected.args[0] is not None and overview.field == selected.args[0]
-        assert not window.middle_column.isVisible()  # the overview has its own input and output
+        assert not window.input_panel.isVisible() and not window.prediction_panel.isVisible()  # the overview has its own input and output
         assert window.input_view.highlight == selected.args[0]  # there too, for the feature-maps tab
         unit = window.explain.unit_panel.unit
         assert unit.layer == "net.features.conv3.conv"
