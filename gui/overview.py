@@ -18,7 +18,7 @@ TITLE_H = 30
 GAP = 10
 MAP_COLUMN_MIN = 64
 BARS_W = 34
-PROBS_W = 96
+PROBS_W = 104
 BACKGROUND = 0xFF2B2B2B  # between the small multiples
 
 

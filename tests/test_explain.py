@@ -171,7 +171,7 @@ def test_bad_units_are_refused_clearly():
 def test_saliency_favours_the_ink_of_real_test_digits(method, trained, test_digits):
     """A really trained checkpoint on 20 real test digits: the map is finite, (28, 28), and larger
     on the ink than on the background for nearly every digit. Occlusion's margin is wide (about 10x
-    on all four trained nets); the gradient's is narrower (1.4x to 6x: a pixel next to a stroke
+    on all four trained nets); the gradient's is narrower (1.7x to 6x on trained nets: a pixel next to a stroke
     matters too, since ink there would change the shape)."""
     images, _ = test_digits
     ink_means, background_means = [], []
