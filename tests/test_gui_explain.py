@@ -222,3 +222,40 @@ def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the
 def click_tab_of(tabs, index: int) -> None:
     bar = tabs.tabBar()
     click(bar, bar.tabRect(index).center().toPointF())
+
+
+@pytest.mark.parametrize("name,kwargs", [("LeNet5", {}), ("LeNet5", {"activation": "tanh", "pool_type": "avg"}),
+                                         ("AlexNetLite", {}), ("TinyNet", {})])
+def test_every_net_gets_an_overview_and_clickable_units(qtbot, name, kwargs, digit):
+    """Each architecture (untrained weights: the arithmetic holds for any): the overview paints,
+    and a click on the middle unit of every conv stage explains exactly that unit."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from cnn_lightning import nets
+    from cnn_lightning.nets.layers import Normalize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(normalize=Normalize(), net=getattr(nets, name)(**kwargs))).eval()
+    predictor = Predictor(model)
+    panel = ExplainPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1000, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    try:
+        panel.set_model(predictor, predictor.predict_input(digit))
+        panel.grab()
+        clickable = [layer for layer, kind in panel.overview.stages
+                     if kind == "maps" and explain.conv_feeding(model, layer)]
+        assert clickable
+        for layer in clickable:
+            channels, height, width = panel.overview.values_of(layer).shape
+            with qtbot.waitSignal(panel.field_selected, timeout=WAIT):
+                click(panel.overview, panel.overview.unit_centre(layer, channels - 1, height // 2, width // 2))
+            unit = panel.unit_panel.unit
+            assert (unit.channel, unit.row, unit.col) == (channels - 1, height // 2, width // 2)
+            assert abs(unit.total + unit.bias - unit.value) < 1e-4
+    finally:
+        panel.shutdown()
