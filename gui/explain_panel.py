@@ -119,6 +119,10 @@ class ExplainPanel(QWidget):
     def x(self) -> torch.Tensor | None:
         return None if self._prediction is None else torch.from_numpy(np.array(self._prediction.input))[None]
 
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._refresh_visible()
+
     # ---- jobs ------------------------------------------------------------------------------
 
     def _mark_stale(self, topic: str) -> None:
@@ -129,8 +133,8 @@ class ExplainPanel(QWidget):
         """Compute what the visible tab shows, when it no longer matches the drawing; hidden
         tabs wait until they are shown, so drawing pays only for what is on screen."""
         predictor, x = self._predictor, self.x
-        if predictor is None or x is None:
-            return
+        if predictor is None or x is None or not self.isVisible():
+            return  # a hidden Explain tab costs nothing while drawing; showEvent catches up
         topic = TABS[self.tabs.currentIndex()]
         if topic not in self._stale:
             return

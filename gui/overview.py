@@ -95,6 +95,10 @@ class NetworkOverview(QWidget):
         self.update()
 
     @property
+    def prediction(self) -> Prediction | None:
+        return self._prediction
+
+    @property
     def field(self) -> tuple[int, int, int, int] | None:
         """The receptive field outlined on the overview's input."""
         return self._field

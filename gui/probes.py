@@ -44,6 +44,10 @@ class ProbeChart(QWidget):
         self.update()
 
     @property
+    def probabilities(self) -> np.ndarray | None:
+        return self._probabilities
+
+    @property
     def flips(self) -> tuple[float | None, float | None]:
         return self._flips
 
@@ -167,10 +171,6 @@ class ProbePanel(QWidget):
         for index, chart in enumerate(self.charts.values()):
             grid.addWidget(chart, index // 2, index % 2)
         layout.addLayout(grid, 1)
-
-    @staticmethod
-    def values(kind: str) -> np.ndarray:
-        return PROBE_RANGES[kind]
 
     def set_busy(self) -> None:
         self.summary.setText("Probing…")

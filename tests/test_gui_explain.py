@@ -199,7 +199,7 @@ def test_in_the_window_the_overview_follows_the_drawing_and_a_click_outlines_the
             draw(qtbot, window.canvas, SEVEN)
         prediction = blocker.args[0].predictions[window.active]
         overview = window.explain.overview
-        assert overview.isVisible() and overview._prediction is prediction
+        assert overview.isVisible() and overview.prediction is prediction
         layer = "net.features.conv3.relu"
         with qtbot.waitSignal(window.explain.field_selected, timeout=WAIT) as selected:
             click(overview, overview.unit_centre(layer, 2, 4, 4))
@@ -259,3 +259,19 @@ def test_every_net_gets_an_overview_and_clickable_units(qtbot, name, kwargs, dig
             assert abs(unit.total + unit.bias - unit.value) < 1e-4
     finally:
         panel.shutdown()
+
+
+def test_a_hidden_explain_panel_computes_nothing_until_shown(qtbot, panel, predictor, digit):
+    click_tab(panel, 2)
+    chart = panel.probes.charts["shift_y"]
+    qtbot.waitUntil(lambda: chart.label_at_zero is not None, timeout=WAIT)
+    before = chart.probabilities
+    panel.hide()
+    shifted = explain.transform(digit, "shift_y", 3)
+    with qtbot.assertNotEmitted(panel.jobs.finished, wait=300):
+        panel.set_prediction(predictor.predict_input(shifted))  # drawing on with the tab hidden
+    assert chart.probabilities is before
+    with qtbot.waitSignal(panel.jobs.finished, timeout=WAIT):
+        panel.show()  # shown again: the visible tab catches up with the drawing
+    expected = predictor.probe(shifted, "shift_y", explain.PROBE_RANGES["shift_y"])
+    assert np.abs(chart.probabilities - expected).max() < 1e-9
