@@ -25,7 +25,7 @@ def project_root() -> str:
 
 # Overrides that say where things go or switch off display (or, like `model`, stand in the
 # directory name already): not part of the short name.
-NOT_IN_RUN_NAME = {"model", "ckpt_path", "paths.root_dir", "callbacks.progress_bar", "hparams_search", "experiment"}
+NOT_IN_RUN_NAME = {"model", "ckpt_path", "paths.root_dir", "paths.log_dir", "paths.data_dir", "callbacks.progress_bar", "hparams_search", "experiment"}
 
 
 def run_name(overrides: Any, limit: int = 100) -> str:

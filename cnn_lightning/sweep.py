@@ -28,7 +28,8 @@ COLUMNS = ["rank", "model", "overrides", "params", "val_acc", "test_acc", "epoch
 
 def write_atomically(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
+    # One temporary name per process: two sweeps on one study may write the same leaderboard.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -100,6 +100,7 @@ def test_optuna_sweep_with_two_trials_maximises_val_acc(tmp_path, mnist_dir):
         "cnn_lightning.train", "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "~callbacks.progress_bar", f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",  # not the project's own study
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = [read_summary(p.parent) for p in tmp_path.glob("*/summary.json")]

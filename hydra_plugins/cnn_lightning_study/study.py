@@ -1,0 +1,84 @@
+"""An Optuna sweeper whose study outlives the process: ``hparams_search=tiny_optuna``.
+
+Hydra's Optuna sweeper already loads a study that exists in ``hydra.sweeper.storage``. This
+subclass adds what continuing a study and sharing it between processes need:
+
+- the SQLite file's folder is created, and the study is created under a file lock, so that two
+  processes starting together on a new file do not both try to create it;
+- each launch on a study gets its own sampler seed (the configured one, plus the number of
+  launches before it): with one seed, every launch would repeat the first launch's random
+  start-up trials;
+- every job learns its trial number in the study (``hydra.job.env_set.OPTUNA_TRIAL_NUMBER``), so
+  that its directory is named by it: job numbers restart at 0 in every process, trial numbers
+  do not.
+
+Hydra loads sweepers only from the ``hydra_plugins`` package, hence this module's place.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+TRIAL_NUMBER = "OPTUNA_TRIAL_NUMBER"  # under hydra.job.env_set: the sweep subdir interpolates it
+LAUNCHES = "launches"  # study user attribute: how many sweeps have run on this study
+
+
+def sqlite_file(storage: Any) -> Path | None:
+    """The database file of an SQLite storage URL, else None."""
+    if not isinstance(storage, str) or not storage.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(storage).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+class StudySweeper(OptunaSweeper):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        impl = self.sweeper
+        if impl.storage is not None:
+            launches = self._register_launch(impl)
+            seed = config.hydra.sweeper.sampler.get("seed")
+            if launches and seed is not None:
+                impl.sampler = instantiate(config.hydra.sweeper.sampler, seed=int(seed) + launches)
+                log.info("Study %s: launch %d, sampler seed %d", impl.study_name, launches + 1, int(seed) + launches)
+        configure = impl._configure_trials  # overrides per trial; the trials carry their numbers
+
+        def numbered(trials, *args, **kwargs):
+            overrides = configure(trials, *args, **kwargs)
+            return [(*o, f"+hydra.job.env_set.{TRIAL_NUMBER}={t.number}") for t, o in zip(trials, overrides, strict=True)]
+
+        impl._configure_trials = numbered
+
+    @staticmethod
+    def _register_launch(impl) -> int:
+        """Create the study if new and count this launch; return the number of launches before it."""
+        import optuna
+        from filelock import FileLock
+
+        database = sqlite_file(impl.storage)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{database}.lock") if database is not None else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            study = optuna.create_study(
+                study_name=impl.study_name, storage=impl.storage, directions=impl._get_directions(), load_if_exists=True,
+            )
+            launches = int(study.user_attrs.get(LAUNCHES, 0))
+            study.set_user_attr(LAUNCHES, launches + 1)
+        finally:
+            if lock is not None:
+                lock.release()
+        return launches
