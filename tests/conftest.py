@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnn_lightning.config import project_root
-from cnn_lightning.mnist_files import prepare_mnist
+from cnn_lightning.mnist_files import prepare_mnist, raw_dir
 
 ROOT = Path(project_root())
 FAST = [  # a real but short run: 60 training batches, small val/test
@@ -58,3 +59,14 @@ def trained_run(tmp_path_factory, mnist_dir) -> Path:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
+    """The official test images (uint8, 10000 x 28 x 28) and labels, read from the verified raw
+    files (the IDX format: a 16- or 8-byte header, then the bytes)."""
+    raw = raw_dir(mnist_dir)
+    images = np.fromfile(raw / "t10k-images-idx3-ubyte", dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    labels = np.fromfile(raw / "t10k-labels-idx1-ubyte", dtype=np.uint8, offset=8).astype(np.int64)
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    return images, labels
