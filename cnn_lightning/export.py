@@ -14,6 +14,7 @@ for every image and no logit differs by ``tolerance`` or more.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ class MissingExtra(RuntimeError):
 def _needs(*modules: str) -> None:
     for module in modules:
         try:
-            __import__(module)
+            importlib.import_module(module)
         except ImportError as err:
             raise MissingExtra(f"{module} is not installed: {EXTRA}") from err
 
