@@ -31,7 +31,8 @@ from PIL import Image
 
 from cnn_lightning.checkpoints import CheckpointError, choose_checkpoint, load_model, read_checkpoint
 from cnn_lightning.config import project_root, register
-from cnn_lightning.inference import UNSURE_BELOW, EmptyImageError, ImageFileError, load_image_file, preprocess
+from cnn_lightning.images import EmptyImageError, ImageFileError, load_image_file, preprocess
+from cnn_lightning.inference import UNSURE_BELOW
 
 OVERRIDE = re.compile(r"^[~+]{0,2}[A-Za-z_][\w.]*=")
 

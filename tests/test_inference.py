@@ -22,20 +22,8 @@ from cnn_lightning.checkpoints import best_per_architecture, checkpoint_epoch, r
 from cnn_lightning.geometry import receptive_fields
 from cnn_lightning.images import EmptyImageError, ImageFileError, centre_of_mass, load_image_file, preprocess
 from cnn_lightning.inference import FEATURE_LAYERS, Predictor
-from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets import TinyNet
 from cnn_lightning.nets.layers import Normalize
-
-
-@pytest.fixture(scope="session")
-def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
-    """The official test images (uint8, 10000 x 28 x 28) and labels, read from the verified raw
-    files (the IDX format: a 16- or 8-byte header, then the bytes)."""
-    raw = raw_dir(mnist_dir)
-    images = np.fromfile(raw / "t10k-images-idx3-ubyte", dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    labels = np.fromfile(raw / "t10k-labels-idx1-ubyte", dtype=np.uint8, offset=8).astype(np.int64)
-    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
-    return images, labels
 
 
 @pytest.fixture(scope="session")
