@@ -106,6 +106,7 @@ def test_the_command_checks_its_onnx_file_on_the_test_set(checkpoints, test_imag
     assert float(figures[2]) == pytest.approx(100 * accuracy, abs=0.01)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # loading it is the point
 def test_torchscript_export_from_the_command_line(checkpoints, test_images):
     checkpoint = checkpoints["tiny"]
     result = run_export(f"ckpt={checkpoint}", "format=torchscript")
