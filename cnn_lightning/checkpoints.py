@@ -1,64 +1,198 @@
-"""Build nets from config, and load trained ones from checkpoints safely.
+"""Build nets from config, and read, load and write checkpoints safely.
 
-Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values only, so a
-file carrying code is refused. The net class named in a checkpoint must live in
-``cnn_lightning.nets``, so a checkpoint cannot make us construct anything else.
+Loading is bounded before anything is allocated: the file must be a plain (stored, not
+compressed) zip of modest size, it is read with ``torch.load(weights_only=True, mmap=True)``
+(tensors and plain values only, no tensor data copied into memory), the net it names must be one
+of the exact classes of ``cnn_lightning.nets`` with hyper-parameters that pass ``check_net``
+(built on the meta device first: shapes and parameter count, no memory), every tensor must have
+the shape and dtype that net expects, and no weight may be NaN or infinite. Writing goes through
+a temporary file and a rename, so a full disk or a kill never leaves a truncated checkpoint.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import math
 import os
 import pickle
 import re
+import signal
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import hydra
 import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from cnn_lightning.nets import AlexNetLite, LeNet5, TinyNet
 from cnn_lightning.nets.layers import Normalize
 
 log = logging.getLogger(__name__)
 
-NETS_PACKAGE = "cnn_lightning.nets."
+# The exact classes a config or a checkpoint may name, by both of their import paths.
+NETS: dict[str, type[nn.Module]] = {}
+for _cls in (AlexNetLite, LeNet5, TinyNet):
+    NETS[f"cnn_lightning.nets.{_cls.__name__}"] = _cls
+    NETS[f"{_cls.__module__}.{_cls.__qualname__}"] = _cls
+
+MAX_PARAMS = 20_000_000            # AlexNet-lite is ~0.5M; anything near this is a typo or an attack
+MAX_INT = 1_000_000                # no hyper-parameter of these nets is larger
+MAX_FILE_BYTES = 512 * 2**20       # a checkpoint of MAX_PARAMS float32 weights (+ optimizer) fits
+MAX_PICKLE_BYTES = 8 * 2**20       # data.pkl: the structure, not the tensors
+INPUT_SIZE, NUM_CLASSES = 28, 10
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable cnn-lightning checkpoint; the message says why."""
 
 
+def _check_net_value(name: str, value: Any) -> None:
+    """One hyper-parameter of a net against its meaning (by its name, as the nets spell them)."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_net_value(name, item)
+        return
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}: must be a finite number")
+    if name == "dropout":
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}={value}: must be in [0, 1)")
+        return
+    if not isinstance(value, int):
+        raise ValueError(f"{name}={value!r}: must be a whole number")
+    if name == "padding":
+        if not 0 <= value <= INPUT_SIZE:
+            raise ValueError(f"{name}={value}: must be between 0 and {INPUT_SIZE}")
+    elif name == "kernel_size":
+        if not (1 <= value <= INPUT_SIZE and value % 2 == 1):
+            raise ValueError(f"{name}={value}: must be odd, between 1 and {INPUT_SIZE}")
+    elif name in ("num_classes", "input_size"):
+        expected = NUM_CLASSES if name == "num_classes" else INPUT_SIZE
+        if value != expected:
+            raise ValueError(f"{name}={value}: MNIST has {expected}")
+    elif not 1 <= value <= MAX_INT:
+        raise ValueError(f"{name}={value}: must be between 1 and {MAX_INT:,}")
+
+
+def _geometry_hook(name: str):
+    """A forward pre-hook that checks a conv's or pool's window against its input size."""
+
+    def hook(module: nn.Module, args) -> None:
+        size = args[0].shape[-1]
+        k, s, p = (module.kernel_size, module.stride, module.padding)
+        k, s, p = (v[0] if isinstance(v, tuple) else v for v in (k, s, p))
+        out = (size - k + 2 * p) // s + 1
+        if out < 1:
+            raise ValueError(
+                f"layer {name} ({k}x{k}, stride {s}, padding {p}) on a {size}x{size} input: "
+                f"(W - F + 2P)/S + 1 = ({size} - {k} + 2*{p})/{s} + 1 = {out}, not a positive size"
+            )
+
+    return hook
+
+
+def check_net(net: dict) -> nn.Module:
+    """The net ``net`` describes, built on the meta device (no memory), or a ValueError saying
+    which key is wrong: an exact class of ``cnn_lightning.nets``, known keyword arguments with
+    sensible values, at most MAX_PARAMS parameters, and a positive size after every layer."""
+    target = str(net.get("_target_", ""))
+    cls = NETS.get(target)
+    if cls is None:
+        raise ValueError(f"_target_={target!r}: must be one of {sorted(set(NETS))}")
+    kwargs = {k: v for k, v in net.items() if k != "_target_"}
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{unknown}: not arguments of {cls.__name__} (it takes {sorted(accepted)})")
+    for name, value in kwargs.items():
+        _check_net_value(name, value)
+    with torch.device("meta"):
+        model = cls(**kwargs)
+    params = sum(p.numel() for p in model.parameters())
+    if params > MAX_PARAMS:
+        raise ValueError(f"{params:,} parameters: at most {MAX_PARAMS:,}")
+    hooks = [
+        m.register_forward_pre_hook(_geometry_hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+    ]
+    try:
+        with torch.device("meta"):
+            out = model(torch.empty(1, 1, INPUT_SIZE, INPUT_SIZE))
+    except RuntimeError as err:  # shapes that do not chain (a size the hooks cannot see)
+        raise ValueError(f"the layers do not fit a {INPUT_SIZE}x{INPUT_SIZE} input: {err}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    if tuple(out.shape) != (1, NUM_CLASSES):
+        raise ValueError(f"the net's output has shape {tuple(out.shape)}, not (N, {NUM_CLASSES})")
+    return model
+
+
 def build_model(net: dict) -> nn.Sequential:
     """``Normalize`` then the net described by ``net`` (a config with ``_target_``)."""
-    target = str(net.get("_target_", ""))
-    if not target.startswith(NETS_PACKAGE):
-        raise CheckpointError(f"net {target!r} is not one of {NETS_PACKAGE}*")
-    cls = hydra.utils.get_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise CheckpointError(f"{target!r} is not a network class")
+    try:
+        check_net(net)
+    except ValueError as err:
+        raise CheckpointError(f"net {err}") from None
     kwargs = {k: v for k, v in net.items() if k != "_target_"}
-    return nn.Sequential(OrderedDict(normalize=Normalize(), net=cls(**kwargs)))
+    return nn.Sequential(OrderedDict(normalize=Normalize(), net=NETS[net["_target_"]](**kwargs)))
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, from the zip's directory alone, anything that would make loading expensive."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes, larger than any checkpoint of this project")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"{path}: not a checkpoint (not a zip archive: truncated, corrupt or another "
+                              f"kind of file): {err}") from None
+    pickles = [m for m in members if m.filename.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise CheckpointError(f"{path}: not a checkpoint (it has {len(pickles)} data.pkl members, not 1)")
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{path}: its data.pkl declares {pickles[0].file_size:,} bytes, too large")
+    compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if compressed:  # torch.save never compresses; a compressed member could inflate to any size
+        raise CheckpointError(f"{path}: compressed members {compressed[:3]}, which torch.save never writes")
+    declared = sum(m.file_size for m in members)
+    if declared > MAX_FILE_BYTES:
+        raise CheckpointError(f"{path}: its members declare {declared:,} bytes, too large")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint's contents, or a CheckpointError naming the file and what is wrong."""
+    """The checkpoint's contents, or a CheckpointError naming the file and what is wrong.
+
+    Tensors are memory-mapped from the file, not read: nothing is allocated until the caller
+    copies them."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_archive(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain values ({err})") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain values ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError,
+            IndexError, AttributeError, MemoryError, OverflowError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    net = checkpoint.get("hyper_parameters", {}).get("net")
-    if not isinstance(net, dict):
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):
         raise CheckpointError(f"{path}: not a cnn-lightning checkpoint (no net in its hyperparameters)")
     return checkpoint
 
@@ -70,14 +204,89 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     (normalisation is inside the module). Output: logits, shape (N, 10).
     """
     checkpoint = read_checkpoint(path)
-    model = build_model(checkpoint["hyper_parameters"]["net"])
-    prefix = "model."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    net = checkpoint["hyper_parameters"]["net"]
     try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the net it names: {err}") from err
+        expected = nn.Sequential(OrderedDict(normalize=Normalize(), net=check_net(net))).state_dict()
+    except ValueError as err:
+        raise CheckpointError(f"{path}: refused, its net {err}") from None
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if isinstance(k, str) and k.startswith(prefix)}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the net it names (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for key, want in expected.items():
+        got = state[key]
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
+            what = f"{tuple(got.shape)} {got.dtype}" if isinstance(got, torch.Tensor) else type(got).__name__
+            raise CheckpointError(f"{path}: weights do not fit the net it names: {key} is {what}, "
+                                  f"expected {tuple(want.shape)} {want.dtype}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise CheckpointError(f"{path}: refused, {key} holds NaN or infinite values")
+    model = build_model(net)
+    model.load_state_dict(state)  # shapes and dtypes checked above: copies, cannot fail
     return model.eval()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temporary file in the same directory and
+    ``os.replace``: a full disk, a kill or a crash mid-write leaves the previous file (or none),
+    never a truncated checkpoint. (Lightning's own writer opens the target itself.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+class InterruptCheckpoint(Callback):
+    """SIGTERM and SIGINT stop training at the end of the current batch and save ``last.ckpt``
+    (atomically, through the trainer's checkpoint IO), which ``resume=<run dir>`` continues from.
+
+    Lightning already turns SIGTERM into a stop at the next batch end; SIGINT is routed the same
+    way, instead of a KeyboardInterrupt that could land in the middle of an optimizer step.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+        if callable(self._lightning_sigterm):  # Lightning's handler: stop at the batch end
+            self._lightning_sigterm(signal.SIGTERM, frame)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning installed its SIGTERM handler when fit began; wrap it to learn the signal.
+        self._lightning_sigterm = signal.getsignal(signal.SIGTERM)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            self.signal_name = self.signal_name or "SIGTERM"
 
 
 @dataclass(frozen=True)
@@ -93,22 +302,47 @@ class RunRecord:
     seed: int | None
     run_dir: Path
     wall_time_s: float | None = None
+    status: str = "ok"  # "ok"; "nan": no finite validation accuracy; "failed: <why>"
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "ok"
 
 
-def find_runs(root: str | os.PathLike, model: str | None = None) -> list[RunRecord]:
+def _failed_runs(root: Path, model: str | None) -> list[RunRecord]:
+    """Jobs that ended in an error, as the sweep callback marks them (``failed.json``)."""
+    records = []
+    for marker in sorted(root.rglob("failed.json")):
+        try:
+            failed = json.loads(marker.read_text())
+            name, error = str(failed.get("model", "?")), str(failed.get("error", "unknown error"))
+        except (OSError, ValueError, AttributeError):
+            failed, name, error = {}, "?", "unreadable failed.json"
+        if model is None or name == model:
+            records.append(RunRecord(
+                model=name, checkpoint=Path(""), val_acc=math.nan, test_acc=None, params=0, epochs=0,
+                seed=failed.get("seed"), run_dir=marker.parent,
+                status=f"failed: {error}",
+            ))
+    return records
+
+
+def find_runs(root: str | os.PathLike, model: str | None = None, include_unusable: bool = False) -> list[RunRecord]:
     """Every finished run under ``root`` (all runs and sweeps), best validation accuracy first.
 
-    A run counts when its ``summary.json`` is readable and its best checkpoint file exists;
-    anything else is skipped with a warning, never an exception.
+    A run counts when its ``summary.json`` is readable, its validation accuracy is a finite
+    number and its best checkpoint file exists; anything else is skipped with a warning, never an
+    exception. With ``include_unusable``, runs whose accuracy is NaN (or missing) and jobs that
+    failed come after the ranked ones, marked in ``status``, for leaderboards.
     """
-    records = []
+    records, unusable = [], []
     for summary_path in sorted(Path(root).rglob("summary.json")):
         try:
             summary = json.loads(summary_path.read_text())
             record = RunRecord(
                 model=str(summary["model"]),
                 checkpoint=Path(summary["best_checkpoint"]),
-                val_acc=float(summary["val_acc_best"]),
+                val_acc=math.nan if summary["val_acc_best"] is None else float(summary["val_acc_best"]),
                 test_acc=None if summary.get("test_acc") is None else float(summary["test_acc"]),
                 params=int(summary.get("params", 0)),
                 epochs=int(summary.get("epochs", 0)),
@@ -119,12 +353,18 @@ def find_runs(root: str | os.PathLike, model: str | None = None) -> list[RunReco
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping %s: not a readable run summary (%s)", summary_path, err)
             continue
+        if model is not None and record.model != model:
+            continue
+        if not math.isfinite(record.val_acc):
+            log.warning("not ranking %s: its validation accuracy is %s", summary_path, summary["val_acc_best"])
+            unusable.append(replace(record, status="nan"))
+            continue
         if not record.checkpoint.is_file():
             log.warning("skipping %s: its checkpoint %s is gone", summary_path, record.checkpoint)
             continue
-        if model is None or record.model == model:
-            records.append(record)
-    return sorted(records, key=lambda r: r.val_acc, reverse=True)
+        records.append(record)
+    ranked = sorted(records, key=lambda r: r.val_acc, reverse=True)
+    return ranked + unusable + _failed_runs(Path(root), model) if include_unusable else ranked
 
 
 def find_best(root: str | os.PathLike, model: str | None = None) -> RunRecord | None:

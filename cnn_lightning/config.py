@@ -7,6 +7,7 @@ unknown key fails before anything runs, with a message naming the key.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -136,3 +137,117 @@ def register() -> None:
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
         OmegaConf.register_new_resolver("run_name", run_name)
+
+
+class ConfigError(ValueError):
+    """A config value that makes no sense; the message names the key, the value and what is allowed."""
+
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
+
+
+def _number(cfg: DictConfig, key: str, low=None, high=None, *, low_open=False, high_open=False,
+            whole=False, what: str = "") -> None:
+    """Refuse ``cfg[key]`` unless it is a finite number in [low, high] (open ends where asked)."""
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    allowed = ("a whole number" if whole else "a number") + (f" {what}" if what else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r}: must be {allowed}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value}: must be finite")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left, right = ("(" if low_open else "["), (")" if high_open else "]")
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ConfigError(f"{key}={value}: must be in {bounds}{f' ({what})' if what else ''}")
+
+
+def _check_optimizer_and_scheduler(cfg: DictConfig) -> None:
+    for group in ("model.optimizer", "model.scheduler"):
+        node = OmegaConf.select(cfg, group)
+        if node is None:
+            continue
+        for key in node:
+            full = f"{group}.{key}"
+            if key in ("lr", "max_lr", "initial_lr"):
+                _number(cfg, full, 0, None, low_open=True, what="a learning rate")
+            elif key in ("min_lr", "eta_min", "weight_decay", "eps", "patience", "threshold"):
+                _number(cfg, full, 0, None)
+            elif key in ("momentum", "dampening"):
+                _number(cfg, full, 0, 1, high_open=True)
+            elif key in ("pct_start", "factor", "gamma"):
+                _number(cfg, full, 0, 1, low_open=True, high_open=key == "factor")
+            elif key in ("step_size", "T_max", "T_0", "total_steps", "epochs", "steps_per_epoch"):
+                _number(cfg, full, 1, None, whole=True)
+            elif key in ("div_factor", "final_div_factor"):
+                _number(cfg, full, 0, None, low_open=True)
+            elif key == "betas":
+                for i in range(len(node[key])):
+                    _number(cfg, f"{full}.{i}", 0, 1, high_open=True)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Every numeric value of a training config against its meaning, before any data is read or
+    any model is built: a ConfigError naming the key, its value and what is allowed."""
+    from cnn_lightning.checkpoints import CheckpointError, check_net, read_checkpoint
+
+    _number(cfg, "seed", 0, 2**32 - 1, whole=True)
+    val_size = OmegaConf.select(cfg, "data.val_size")
+    _number(cfg, "data.val_size", 1, TRAIN_IMAGES - 1, whole=True, what="images held out of the 60,000")
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    ranks = (devices if isinstance(devices, int) and devices > 0 else 1) * (OmegaConf.select(cfg, "trainer.num_nodes") or 1)
+    per_rank = (TRAIN_IMAGES - val_size) // ranks
+    _number(cfg, "data.batch_size", 1, per_rank, whole=True,
+            what=f"at most the training split, {TRAIN_IMAGES:,} - data.val_size={val_size:,}"
+                 + (f", over {ranks} processes" if ranks > 1 else ""))
+    _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
+    _number(cfg, "data.augment.degrees", 0, 180)
+    _number(cfg, "data.augment.translate", 0, 1)
+    scale = OmegaConf.select(cfg, "data.augment.scale")
+    if scale is not None:
+        if len(scale) != 2:
+            raise ConfigError(f"data.augment.scale={list(scale)}: must be [low, high]")
+        for i in range(2):
+            _number(cfg, f"data.augment.scale.{i}", 0, 10, low_open=True)
+        if scale[0] > scale[1]:
+            raise ConfigError(f"data.augment.scale={list(scale)}: low must not exceed high")
+
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if not (max_steps and max_steps > 0 and OmegaConf.select(cfg, "trainer.max_epochs") == -1):
+        _number(cfg, "trainer.max_epochs", 1, 100_000, whole=True, what="epochs; -1 only with trainer.max_steps")
+    _number(cfg, "trainer.min_epochs", 0, OmegaConf.select(cfg, "trainer.max_epochs"), whole=True)
+    _number(cfg, "trainer.max_steps", -1, None, whole=True)
+    for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes"):
+        _number(cfg, f"trainer.{key}", 1, None, whole=True)
+    _number(cfg, "trainer.num_sanity_val_steps", -1, None, whole=True)
+    _number(cfg, "trainer.gradient_clip_val", 0, None)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches"):
+        value = OmegaConf.select(cfg, f"trainer.{key}")
+        if isinstance(value, float):
+            _number(cfg, f"trainer.{key}", 0, 1, what="a fraction, or a whole number of batches")
+        elif value is not None:
+            _number(cfg, f"trainer.{key}", 0, None, whole=True, what="batches, or a fraction in [0, 1]")
+    if isinstance(devices, int) and not isinstance(devices, bool) and not (devices >= 1 or devices == -1):
+        raise ConfigError(f"trainer.devices={devices}: must be at least 1, -1 (all), 'auto' or a list")
+
+    _number(cfg, "model.label_smoothing", 0, 1, high_open=True)
+    _number(cfg, "model.l1", 0, None)
+    interval = OmegaConf.select(cfg, "model.scheduler_interval")
+    if interval is not None and interval not in ("step", "epoch"):
+        raise ConfigError(f"model.scheduler_interval={interval!r}: must be 'step' or 'epoch'")
+    _check_optimizer_and_scheduler(cfg)
+    net = OmegaConf.select(cfg, "model.net")
+    if net is not None:
+        try:
+            check_net(to_plain(net))
+        except ValueError as err:  # "kernel_size=4: ..." names a key of the net
+            joint = "." if re.match(r"^\w+=", str(err)) else ": "
+            raise ConfigError(f"model.net{joint}{err}") from None
+    if cfg.get("ckpt_path"):
+        try:
+            read_checkpoint(cfg.ckpt_path)
+        except CheckpointError as err:
+            raise ConfigError(f"ckpt_path: {err}") from None

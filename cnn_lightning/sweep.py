@@ -23,7 +23,7 @@ from cnn_lightning.checkpoints import RunRecord, find_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["rank", "model", "overrides", "params", "val_acc", "test_acc", "epochs", "seed", "wall_time_s", "checkpoint"]
+COLUMNS = ["rank", "status", "model", "overrides", "params", "val_acc", "test_acc", "epochs", "seed", "wall_time_s", "checkpoint"]
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -43,23 +43,29 @@ def _overrides(run: RunRecord) -> str:
 
 
 def leaderboard_rows(root: Path) -> list[dict[str, Any]]:
-    """Every finished run under ``root``, best validation accuracy first (never test accuracy)."""
-    return [
-        {
-            "rank": rank, "model": run.model, "overrides": _overrides(run), "params": run.params,
-            "val_acc": run.val_acc, "test_acc": run.test_acc, "epochs": run.epochs, "seed": run.seed,
-            "wall_time_s": run.wall_time_s, "checkpoint": str(run.checkpoint),
-        }
-        for rank, run in enumerate(find_runs(root), 1)
-    ]
+    """Every run under ``root``: the finished ones ranked by validation accuracy (never test
+    accuracy), then those without a finite accuracy (status ``nan``) and the failed jobs
+    (status ``failed: <error>``), unranked."""
+    rows = []
+    for rank, run in enumerate(find_runs(root, include_unusable=True), 1):
+        rows.append({
+            "rank": rank if run.usable else None, "status": run.status, "model": run.model,
+            "overrides": _overrides(run), "params": run.params,
+            "val_acc": run.val_acc if run.usable else None, "test_acc": run.test_acc, "epochs": run.epochs,
+            "seed": run.seed, "wall_time_s": run.wall_time_s,
+            "checkpoint": str(run.checkpoint) if run.usable else "",
+        })
+    return rows
 
 
 def best_by_model(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """{"overall": best row, "by_model": {model: best row}}; rows come sorted by val acc."""
+    """{"overall": best row, "by_model": {model: best row}}; rows come sorted by val acc, and
+    unranked (failed or NaN) rows are never best."""
+    ranked = [row for row in rows if row["rank"] is not None]
     by_model: dict[str, Any] = {}
-    for row in rows:
+    for row in ranked:
         by_model.setdefault(row["model"], row)
-    return {"overall": rows[0] if rows else None, "by_model": by_model}
+    return {"overall": ranked[0] if ranked else None, "by_model": by_model}
 
 
 def _pct(value: float | None) -> str:
@@ -67,12 +73,13 @@ def _pct(value: float | None) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    header = "| # | model | overrides | params | val acc | test acc | epochs | wall time | checkpoint |"
-    lines = [header, "|" + "---|" * 9]
+    header = "| # | status | model | overrides | params | val acc | test acc | epochs | wall time | checkpoint |"
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
         wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
+        status = r["status"].replace("|", "/").replace("\n", " ")[:200]
         lines.append(
-            f"| {r['rank']} | {r['model']} | `{r['overrides']}` | {r['params']:,} | {_pct(r['val_acc'])} | "
+            f"| {r['rank'] or ''} | {status} | {r['model']} | `{r['overrides']}` | {r['params']:,} | {_pct(r['val_acc'])} | "
             f"{_pct(r['test_acc'])} | {r['epochs']} | {wall} | `{r['checkpoint']}` |"
         )
     return "\n".join(lines) + "\n"
@@ -95,7 +102,21 @@ def write_leaderboard(root: str | os.PathLike) -> dict[str, Any]:
 
 
 class LeaderboardCallback(Callback):
-    """Hydra callback: when a multirun ends, write its leaderboard at the sweep root."""
+    """Hydra callback: after every job of a multirun, (re)write the leaderboard at the sweep root,
+    so that a failed job neither hides the others (Hydra's sweep stops at a failed job and never
+    calls ``on_multirun_end``) nor vanishes: it is marked by ``failed.json`` in its directory."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # Hydra keeps the job's exception there
+            failed = {"model": config.get("model", {}).get("name", "?"), "seed": config.get("seed"),
+                      "error": f"{type(error).__name__}: {error}".splitlines()[0][:500]}
+            write_atomically(Path(config.hydra.runtime.output_dir) / "failed.json", json.dumps(failed, indent=2) + "\n")
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_leaderboard(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_leaderboard(config.hydra.sweep.dir)

@@ -19,11 +19,17 @@ import hydra
 import lightning as L
 import torch
 import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cnn_lightning.config import register
+from cnn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, InterruptCheckpoint
+from cnn_lightning.config import ConfigError, check_train_config, register
 from cnn_lightning.console import quiet_libraries
+from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
 
@@ -50,12 +56,22 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    saver = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
+    interrupt = InterruptCheckpoint(saver.dirpath) if saver else None
     logger = instantiate(cfg.logger) if cfg.logger else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks + ([interrupt] if interrupt else []), logger=logger,
+        plugins=[AtomicCheckpointIO()],  # a full disk or a kill never leaves a truncated checkpoint
+    )
     if trainer.is_global_zero:  # the seeds' conv arithmetic, layer by layer
         log.info("%s: %s\n%s", cfg.model.name, cfg.model.net._target_, format_table(layer_table(model.model.net)))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except SIGTERMException:  # Lightning stopped at a batch end; InterruptCheckpoint saved it
+        where = f"saved {interrupt.path}; resume with: python -m cnn_lightning.train resume={cfg.paths.output_dir}"
+        raise Interrupted(f"training stopped by {getattr(interrupt, 'signal_name', None) or 'SIGTERM'} at "
+                          f"epoch {trainer.current_epoch}, step {trainer.global_step}; {where}") from None
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint else ""
@@ -95,6 +111,14 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
+class Interrupted(RuntimeError):
+    """Training stopped by SIGTERM or SIGINT, with a resumable checkpoint saved."""
+
+
+# What a user did wrong (or asked for): one line and a non-zero exit, never a traceback.
+USER_ERRORS = (ConfigError, CheckpointError, MNISTUnavailableError, Interrupted)
+
+
 def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -120,7 +144,13 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)["val_acc_best"]
+    try:
+        check_train_config(cfg)  # before any data is read or model built
+        return train(cfg)["val_acc_best"]
+    except USER_ERRORS as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep goes on; its leaderboard marks this job failed
+        raise SystemExit("train: " + " ".join(line.strip() for line in str(err).splitlines())) from None
 
 
 if __name__ == "__main__":
