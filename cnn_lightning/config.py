@@ -189,6 +189,12 @@ def _check_optimizer_and_scheduler(cfg: DictConfig) -> None:
                     _number(cfg, f"{full}.{i}", 0, 1, high_open=True)
 
 
+def net_config_error(err: ValueError) -> ConfigError:
+    """check_net's message as the config key it is about: "kernel_size=4: ..." is model.net's."""
+    joint = "." if re.match(r"^\w+=", str(err)) else ": "
+    return ConfigError(f"model.net{joint}{err}")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Every numeric value of a training config against its meaning, before any data is read or
     any model is built: a ConfigError naming the key, its value and what is allowed."""
@@ -243,11 +249,42 @@ def check_train_config(cfg: DictConfig) -> None:
     if net is not None:
         try:
             check_net(to_plain(net))
-        except ValueError as err:  # "kernel_size=4: ..." names a key of the net
-            joint = "." if re.match(r"^\w+=", str(err)) else ": "
-            raise ConfigError(f"model.net{joint}{err}") from None
+        except ValueError as err:
+            raise net_config_error(err) from None
     if cfg.get("ckpt_path"):
         try:
             read_checkpoint(cfg.ckpt_path)
         except CheckpointError as err:
             raise ConfigError(f"ckpt_path: {err}") from None
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """The evaluation config's values, before any data is read or checkpoint loaded."""
+    from cnn_lightning.checkpoints import CheckpointError, read_checkpoint
+
+    _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
+    _number(cfg, "ensemble_per_model", 1, 1000, whole=True)
+    _number(cfg, "worst", 0, TEST_IMAGES, whole=True, what="misclassified digits shown")
+    device = str(cfg.device)
+    if device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda[:N] or mps")
+    if device.startswith("cuda") and not torch_available("cuda"):
+        raise ConfigError(f"device={device!r}: no CUDA device here (use device=auto or cpu)")
+    if device == "mps" and not torch_available("mps"):
+        raise ConfigError("device='mps': no MPS device here (use device=auto or cpu)")
+    models = sorted(p.stem for p in (Path(project_root()) / "conf" / "model").glob("*.yaml"))
+    if cfg.arch is not None and str(cfg.arch) not in models:
+        raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
+    if cfg.ckpt != "best":
+        try:
+            read_checkpoint(cfg.ckpt)
+        except CheckpointError as err:
+            raise ConfigError(f"ckpt={cfg.ckpt}: {err}") from None
+    elif not Path(str(cfg.outputs_root)).is_dir():
+        raise ConfigError(f"outputs_root={cfg.outputs_root}: no such directory; train first: make train")
+
+
+def torch_available(kind: str) -> bool:
+    import torch
+
+    return torch.cuda.is_available() if kind == "cuda" else torch.backends.mps.is_available()

@@ -67,9 +67,17 @@ class InMemoryBatches:
         # Lightning treats an object with these two attributes like a DataLoader: it calls
         # sampler.set_epoch(epoch) before every epoch.
         self.sampler, self.batch_sampler = sampler, None
+        self.consumed = 0  # batches of the current epoch that training has used
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done) of a mid-epoch checkpoint
 
     def __iter__(self):
-        for index in self.sampler:
+        skip = 0
+        if self.resume_at is not None and self.resume_at[0] == self.sampler.epoch:
+            skip = self.resume_at[1]  # the interrupted epoch: its first batches are done
+        self.resume_at, self.consumed = None, skip
+        for i, index in enumerate(self.sampler):
+            if i < skip:
+                continue
             index = index.to(self.images.device, non_blocking=True)
             yield self.images[index], self.labels[index]
 
@@ -136,6 +144,19 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.augment = Augment(**(augment or {}))
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train: InMemoryBatches | None = None
+        self._resume_at: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict:
+        # Saved in every checkpoint: a checkpoint written mid-epoch (SIGTERM) resumes at the
+        # next batch of the same permutation instead of restarting the epoch.
+        if self._train is None:
+            return {}
+        return {"epoch": self._train.sampler.epoch, "train_batches_done": self._train.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "epoch" in state:
+            self._resume_at = (int(state["epoch"]), int(state["train_batches_done"]))
 
     def prepare_data(self) -> None:
         prepare_mnist(self.data_dir, download=self.download)
@@ -181,7 +202,9 @@ class MNISTDataModule(L.LightningDataModule):
         return InMemoryBatches(images, labels, sampler)
 
     def train_dataloader(self):
-        return self._batches("train", self.batch_size, train=True)
+        self._train = self._batches("train", self.batch_size, train=True)
+        self._train.resume_at, self._resume_at = self._resume_at, None
+        return self._train
 
     def val_dataloader(self):
         return self._batches("val", self.eval_batch_size, train=False)
@@ -196,4 +219,6 @@ class MNISTDataModule(L.LightningDataModule):
         images = images.float().div_(255)  # the contract of every net: floats in [0, 1]
         if self.trainer is not None and self.trainer.training:
             images = self.augment(images)
+            if self._train is not None:
+                self._train.consumed += 1
         return images, labels.long()

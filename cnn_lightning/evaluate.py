@@ -25,7 +25,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cnn_lightning.callbacks.render import caption_grid, render_confusion, to_hwc
 from cnn_lightning.checkpoints import CheckpointError, RunRecord, find_best, find_runs, load_model
-from cnn_lightning.config import register
+from cnn_lightning.config import ConfigError, check_evaluate_config, register
+from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.sweep import write_atomically
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,10 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     try:
+        check_evaluate_config(cfg)
         return evaluate(cfg)["test_acc"]
-    except CheckpointError as err:  # a user's file: say what is wrong with it, no traceback
-        raise SystemExit(f"cannot evaluate: {err}") from None
+    except (ConfigError, CheckpointError, MNISTUnavailableError) as err:  # one line, no traceback
+        raise SystemExit("cannot evaluate: " + " ".join(line.strip() for line in str(err).splitlines())) from None
 
 
 if __name__ == "__main__":

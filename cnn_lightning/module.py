@@ -121,6 +121,15 @@ class Classifier(L.LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Called before Lightning restores the optimizer and scheduler from the same dict. A
+        # resumed run with a larger trainer.max_epochs has more steps than the saved OneCycleLR
+        # was built for (it would raise "Tried to step N times"): keep the step count, drop the
+        # saved length and phases so the new scheduler's (built for the new length) stay.
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        for state in checkpoint.get("lr_schedulers", []) if fitting else []:
+            new_total = max(int(self.trainer.estimated_stepping_batches), 10)
+            if "_schedule_phases" in state and state.get("total_steps", new_total) != new_total:
+                del state["total_steps"], state["_schedule_phases"]
         states = checkpoint.get("rng_states")
         if states:
             torch.set_rng_state(states["torch"])

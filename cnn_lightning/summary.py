@@ -28,10 +28,12 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from cnn_lightning.checkpoints import build_model
-from cnn_lightning.config import project_root, register, to_plain
+from cnn_lightning.checkpoints import build_model, check_net
+from cnn_lightning.config import ConfigError, net_config_error, project_root, register, to_plain
 from cnn_lightning.geometry import Geometry, pair, sliding_window
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -167,6 +169,10 @@ def compose_net(overrides: list[str] | None = None) -> tuple[str, nn.Module]:
     register()
     with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides or []))
+    try:
+        check_net(to_plain(cfg.model.net))  # on the meta device: a huge or broken net costs nothing
+    except ValueError as err:
+        raise net_config_error(err) from None
     return str(cfg.model.name), build_model(to_plain(cfg.model.net)).net
 
 
@@ -175,7 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return
-    name, net = compose_net(argv)
+    try:
+        name, net = compose_net(argv)
+    except (ConfigError, HydraException, OmegaConfBaseException) as err:  # one line, no traceback
+        sys.exit("summary: " + " ".join(line.strip() for line in str(err).splitlines() if line.strip()))
     print(f"{name}: {type(net).__name__}, input 1×28×28\n")
     print(format_table(layer_table(net)))
 

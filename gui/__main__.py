@@ -18,11 +18,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to look for trained runs, for the best checkpoint of each architecture "
              "(default: outputs/ in the project)",
     )
+    # One line on a bad command line, not usage + error (argparse's default).
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: {message}\n")
     return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, in one line, or None: before any window opens."""
+    if args.outputs is not None and not args.outputs.is_dir():
+        return f"--outputs {args.outputs}: no such directory"
+    if args.checkpoint is not None:
+        from cnn_lightning.checkpoints import CheckpointError, load_model
+
+        try:
+            load_model(args.checkpoint)  # bounded, and small: the whole check, before any window
+        except CheckpointError as err:
+            return f"--checkpoint {err}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"python -m gui: {problem}", file=sys.stderr)
+        return 2
     # torch and Qt are imported only now, so --help answers at once and without a display.
     from gui import broken_qt_binding
 
