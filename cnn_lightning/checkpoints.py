@@ -285,7 +285,7 @@ class InterruptCheckpoint(Callback):
 
         self._restore()
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # with optimizer state: resumable
             self.signal_name = self.signal_name or "SIGTERM"
 
 

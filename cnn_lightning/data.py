@@ -157,6 +157,8 @@ class MNISTDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict) -> None:
         if "epoch" in state:
             self._resume_at = (int(state["epoch"]), int(state["train_batches_done"]))
+            if self._train is not None:  # built already (to count the steps for the scheduler)
+                self._train.resume_at, self._resume_at = self._resume_at, None
 
     def prepare_data(self) -> None:
         prepare_mnist(self.data_dir, download=self.download)
