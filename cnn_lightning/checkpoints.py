@@ -82,6 +82,26 @@ def _check_net_value(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value}: must be between 1 and {MAX_INT:,}")
 
 
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """``value`` has the kind of the argument's default: a whole number for an int, a number for
+    a float, a string for a string, true/false for a bool, a list of whole numbers for a tuple."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (tuple, list)):
+        ok = (isinstance(value, (tuple, list)) and len(value) == len(default)
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be like its default, {default!r}")
+
+
 def _geometry_hook(name: str):
     """A forward pre-hook that checks a conv's or pool's window against its input size."""
 
@@ -113,9 +133,13 @@ def check_net(net: dict) -> nn.Module:
     if unknown:
         raise ValueError(f"{unknown}: not arguments of {cls.__name__} (it takes {sorted(accepted)})")
     for name, value in kwargs.items():
+        _check_type(name, value, accepted[name].default)
         _check_net_value(name, value)
-    with torch.device("meta"):
-        model = cls(**kwargs)
+    try:
+        with torch.device("meta"):
+            model = cls(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:  # the net's own checks (pool type, ...)
+        raise ValueError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
     params = sum(p.numel() for p in model.parameters())
     if params > MAX_PARAMS:
         raise ValueError(f"{params:,} parameters: at most {MAX_PARAMS:,}")
@@ -169,6 +193,13 @@ def _check_archive(path: Path) -> None:
     declared = sum(m.file_size for m in members)
     if declared > MAX_FILE_BYTES:
         raise CheckpointError(f"{path}: its members declare {declared:,} bytes, too large")
+    try:  # every member against its CRC-32: torch does not check them when it maps tensors
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {err}") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: corrupt, {damaged} fails its CRC check (truncated or corrupt?)")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -198,7 +198,7 @@ def net_config_error(err: ValueError) -> ConfigError:
 def check_train_config(cfg: DictConfig) -> None:
     """Every numeric value of a training config against its meaning, before any data is read or
     any model is built: a ConfigError naming the key, its value and what is allowed."""
-    from cnn_lightning.checkpoints import CheckpointError, check_net, read_checkpoint
+    from cnn_lightning.checkpoints import CheckpointError, check_net, load_model
 
     _number(cfg, "seed", 0, 2**32 - 1, whole=True)
     val_size = OmegaConf.select(cfg, "data.val_size")
@@ -253,14 +253,14 @@ def check_train_config(cfg: DictConfig) -> None:
             raise net_config_error(err) from None
     if cfg.get("ckpt_path"):
         try:
-            read_checkpoint(cfg.ckpt_path)
+            load_model(cfg.ckpt_path)  # bounded, and small: the whole check, NaN weights included
         except CheckpointError as err:
             raise ConfigError(f"ckpt_path: {err}") from None
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
     """The evaluation config's values, before any data is read or checkpoint loaded."""
-    from cnn_lightning.checkpoints import CheckpointError, read_checkpoint
+    from cnn_lightning.checkpoints import CheckpointError, load_model
 
     _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
     _number(cfg, "ensemble_per_model", 1, 1000, whole=True)
@@ -277,7 +277,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
     if cfg.ckpt != "best":
         try:
-            read_checkpoint(cfg.ckpt)
+            load_model(cfg.ckpt)
         except CheckpointError as err:
             raise ConfigError(f"ckpt={cfg.ckpt}: {err}") from None
     elif not Path(str(cfg.outputs_root)).is_dir():

@@ -37,7 +37,8 @@ def output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, 
     out = (size - extent + 2 * padding) // stride + 1
     if out < 1:
         raise ValueError(f"a {kernel_size}x{kernel_size} window (stride {stride}, padding {padding}) "
-                         f"does not fit a {size}x{size} input")
+                         f"does not fit a {size}x{size} input: (W - F + 2P)/S + 1 = "
+                         f"({size} - {extent} + 2*{padding})/{stride} + 1 = {out}")
     return out
 
 
