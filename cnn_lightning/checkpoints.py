@@ -30,14 +30,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from cnn_lightning.nets import AlexNetLite, LeNet5, TinyNet
+from cnn_lightning import nets
 from cnn_lightning.nets.layers import Normalize
 
 log = logging.getLogger(__name__)
 
-# The exact classes a config or a checkpoint may name, by both of their import paths.
+# The exact classes a config or a checkpoint may name (those cnn_lightning.nets exports), by both
+# of their import paths; nothing is ever imported by a name read from a file.
 NETS: dict[str, type[nn.Module]] = {}
-for _cls in (AlexNetLite, LeNet5, TinyNet):
+for _cls in (getattr(nets, name) for name in nets.__all__):
     NETS[f"cnn_lightning.nets.{_cls.__name__}"] = _cls
     NETS[f"{_cls.__module__}.{_cls.__qualname__}"] = _cls
 
