@@ -116,7 +116,7 @@ class Interrupted(RuntimeError):
 
 
 # What a user did wrong (or asked for): one line and a non-zero exit, never a traceback.
-USER_ERRORS = (ConfigError, CheckpointError, MNISTUnavailableError, Interrupted)
+USER_ERRORS = (ConfigError, CheckpointError, MNISTUnavailableError, Interrupted, FloatingPointError)
 
 
 def _override_key(override: str) -> str:

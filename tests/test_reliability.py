@@ -1,8 +1,11 @@
 """Resuming after a crash, clear errors for bad input, safe loading."""
 
+import csv
+import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, ROOT, read_summary, run_train, train_env
+from lightning.pytorch.callbacks import Callback
 
 import cnn_lightning
-from cnn_lightning.checkpoints import CheckpointError
+from cnn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError
 from cnn_lightning.mnist_files import RAW_SHA256, raw_dir, sha256
+from cnn_lightning.sweep import write_leaderboard
 
 RESUMABLE = [  # 2 epochs of 150 batches: long enough to kill one in the middle of an epoch
     "seed=5",
@@ -28,11 +33,17 @@ RESUMABLE = [  # 2 epochs of 150 batches: long enough to kill one in the middle 
 ]
 
 
-def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, mnist_dir):
-    straight = tmp_path / "straight"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_dir) -> Path:
+    """The run that the interrupted and resumed ones must equal."""
+    straight = tmp_path_factory.mktemp("straight")
     done = run_train(*RESUMABLE, f"hydra.run.dir={straight}")
     assert done.returncode == 0, done.stderr[-3000:]
+    return straight
 
+
+def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, uninterrupted):
+    straight = uninterrupted
     crashed = tmp_path / "crashed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnn_lightning.train", *RESUMABLE, f"hydra.run.dir={crashed}"],
@@ -62,26 +73,123 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, mnist_dir):
     assert len(list((crashed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
-def test_resume_of_a_directory_that_is_not_a_run_says_so(tmp_path):
-    result = run_train(f"resume={tmp_path}")
-    assert result.returncode != 0
-    assert "not a resumable run directory" in result.stderr
+def _start_and_wait_for_first_epoch(run_dir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnn_lightning.train", *RESUMABLE, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 900
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the second epoch
+    assert proc.poll() is None, "the run finished before it could be interrupted; make it longer"
+    return proc
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("model.optimizer.lr=-0.1", "lr must be positive"),
-        ("data.batch_size=0", "batch sizes must be positive"),
-        ("data.val_size=60000", "val_size must be between"),
-        ("trainer.max_epochs=abc", "max_epochs"),
-    ],
-)
-def test_nonsensical_values_fail_before_training(tmp_path, override, message):
-    result = run_train(override, f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert not (tmp_path / "checkpoints").exists()
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_a_mid_epoch_checkpoint_and_exits_non_zero(tmp_path, uninterrupted, signum):
+    run_dir = tmp_path / "interrupted"
+    proc = _start_and_wait_for_first_epoch(run_dir)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert f"training stopped by {signal.Signals(signum).name} at epoch 1" in stderr, stderr[-2000:]
+    assert f"resume={run_dir}" in stderr and "Traceback" not in stderr
+    checkpoints = run_dir / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    done = last["MNISTDataModule"]["train_batches_done"]
+    assert last["epoch"] == 1 and 0 < done < 150, "not a checkpoint of the interrupted epoch"
+    assert last["global_step"] == 150 + done
+    assert not list(checkpoints.glob(".*.tmp")), "a temporary checkpoint file was left behind"
+    assert not (run_dir / "summary.json").exists()
+    if signum == signal.SIGINT:  # SIGTERM takes the same path after the signal handler
+        return
+    resumed = run_train(f"resume={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = read_summary(uninterrupted), read_summary(run_dir)
+    assert (b["epochs"], b["global_steps"]) == (a["epochs"], a["global_steps"]) == (2, 300)
+    assert b["val_acc_best"] == a["val_acc_best"]
+    assert b["test_acc"] == a["test_acc"]
+
+
+def test_resume_with_more_epochs_extends_the_one_cycle_schedule(tmp_path, trained_run):
+    run_dir = tmp_path / "extended"
+    shutil.copytree(trained_run, run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["lr_schedulers"][0]["total_steps"] == 60
+    result = run_train(f"resume={run_dir}", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # A copied run dir is not the one its checkpoints name, so Lightning writes last-v1.ckpt.
+    last = max(run_dir.glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    schedule = torch.load(last, weights_only=True)["lr_schedulers"][0]
+    assert schedule["total_steps"] == 120  # built for the new length
+    assert schedule["last_epoch"] == 120 and read_summary(run_dir)["epochs"] == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB file system (tmpfs), so that a write runs out of space for real."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_never_leaves_a_truncated_checkpoint(small_disk, trained_run):
+    checkpoint = torch.load(read_summary(trained_run)["best_checkpoint"], weights_only=True)
+    saver = AtomicCheckpointIO()
+    folder = small_disk / "checkpoints"
+    saver.save_checkpoint(checkpoint, folder / "epoch00.ckpt")  # ~90 KB: fits
+    saver.save_checkpoint(checkpoint, folder / "last.ckpt")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    checkpoint["padding"] = torch.zeros(40_000)  # +160 KB: no longer fits
+    for name in ("epoch01.ckpt", "last.ckpt"):  # a new file, and one replacing a good one
+        with pytest.raises(OSError) as raised:
+            saver.save_checkpoint(checkpoint, folder / name)
+        assert raised.value.errno == errno.ENOSPC
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing half-written, nothing lost
+    cnn_lightning.load_model(folder / "last.ckpt")
+
+
+class CheckpointIOProbe(Callback):
+    """Test-only callback: writes the class of the trainer's checkpoint writer to ``out``."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+
+    def on_fit_start(self, trainer, pl_module):
+        self.out.write_text(type(trainer.strategy.checkpoint_io).__name__)
+
+
+def test_a_failed_job_and_a_nan_run_are_marked_on_the_leaderboard_not_dropped_or_ranked(tmp_path, mnist_dir):
+    sweep, probe = tmp_path / "sweep", tmp_path / "checkpoint_io.txt"
+    env = train_env() | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_lightning.train", "-m", "model.optimizer.lr=0.05,-1", *FAST,
+         "+callbacks.io_probe._target_=test_reliability.CheckpointIOProbe", f"+callbacks.io_probe.out={probe}",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert probe.read_text() == "AtomicCheckpointIO"  # the training wrote through the atomic writer
+    assert result.returncode != 0  # the sweep reports its failed job ...
+    rows = list(csv.DictReader((sweep / "leaderboard.csv").open()))  # ... and still has a leaderboard
+    assert [(r["rank"], r["status"][:26]) for r in rows] == [("1", "ok"), ("", "failed: ConfigError: model")]
+    assert "model.optimizer.lr=-1: must be in (0, inf]" in rows[1]["status"]
+    assert "model.optimizer.lr=-1" in rows[1]["overrides"]
+
+    # A copy of the good run whose validation accuracy reads NaN: listed, never ranked or best.
+    good = next(p.parent for p in sweep.glob("*/summary.json"))
+    shutil.copytree(good, sweep / "9_tiny_nan")
+    summary = json.loads((sweep / "9_tiny_nan" / "summary.json").read_text())
+    (sweep / "9_tiny_nan" / "summary.json").write_text(json.dumps(summary | {"val_acc_best": float("nan")}))
+    best = write_leaderboard(sweep)
+    rows = list(csv.DictReader((sweep / "leaderboard.csv").open()))
+    assert [(r["rank"], r["status"][:6]) for r in rows] == [("1", "ok"), ("", "nan"), ("", "failed")]
+    assert best["overall"]["checkpoint"] == str(summary["best_checkpoint"])
+    assert "nan" in (sweep / "leaderboard.md").read_text()
+
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, mnist_dir):
