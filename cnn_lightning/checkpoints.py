@@ -127,7 +127,8 @@ def check_net(net: dict) -> nn.Module:
     target = str(net.get("_target_", ""))
     cls = NETS.get(target)
     if cls is None:
-        raise ValueError(f"_target_={target!r}: must be one of {sorted(set(NETS))}")
+        names = ", ".join(sorted(n for n in NETS if n.count(".") == 2))
+        raise ValueError(f"_target_={target!r}: not one of cnn_lightning.nets ({names})")
     kwargs = {k: v for k, v in net.items() if k != "_target_"}
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(accepted))
@@ -181,8 +182,8 @@ def _check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise CheckpointError(f"{path}: not a checkpoint (not a zip archive: truncated, corrupt or another "
-                              f"kind of file): {err}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): not a zip archive "
+                              f"({err})") from None
     pickles = [m for m in members if m.filename.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise CheckpointError(f"{path}: not a checkpoint (it has {len(pickles)} data.pkl members, not 1)")

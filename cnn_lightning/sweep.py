@@ -23,7 +23,7 @@ from cnn_lightning.checkpoints import RunRecord, find_runs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["rank", "status", "model", "overrides", "params", "val_acc", "test_acc", "epochs", "seed", "wall_time_s", "checkpoint"]
+COLUMNS = ["rank", "model", "overrides", "params", "val_acc", "test_acc", "epochs", "seed", "wall_time_s", "checkpoint", "status"]
 
 
 def write_atomically(path: Path, text: str) -> None:
