@@ -5,8 +5,8 @@ compressed) zip of modest size, it is read with ``torch.load(weights_only=True, 
 (tensors and plain values only, no tensor data copied into memory), the net it names must be one
 of the exact classes of ``cnn_lightning.nets`` with hyper-parameters that pass ``check_net``
 (built on the meta device first: shapes and parameter count, no memory), every tensor must have
-the shape and dtype that net expects, and no weight may be NaN or infinite. Writing goes through
-a temporary file and a rename, so a full disk or a kill never leaves a truncated checkpoint.
+the shape and dtype that net expects, and no weight may be NaN or infinite. (Writing them safely
+is ``saving.py``'s job.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import math
 import os
 import pickle
 import re
-import signal
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from cnn_lightning import nets
@@ -259,67 +256,6 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     model = build_model(net)
     model.load_state_dict(state)  # shapes and dtypes checked above: copies, cannot fail
     return model.eval()
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temporary file in the same directory and
-    ``os.replace``: a full disk, a kill or a crash mid-write leaves the previous file (or none),
-    never a truncated checkpoint. (Lightning's own writer opens the target itself.)"""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-
-class InterruptCheckpoint(Callback):
-    """SIGTERM and SIGINT stop training at the end of the current batch and save ``last.ckpt``
-    (atomically, through the trainer's checkpoint IO), which ``resume=<run dir>`` continues from.
-
-    Lightning already turns SIGTERM into a stop at the next batch end; SIGINT is routed the same
-    way, instead of a KeyboardInterrupt that could land in the middle of an optimizer step.
-    """
-
-    def __init__(self, dirpath: str, filename: str = "last.ckpt"):
-        self.path = Path(dirpath) / filename
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _on_signal(self, signum, frame) -> None:
-        self.signal_name = self.signal_name or signal.Signals(signum).name
-        if callable(self._lightning_sigterm):  # Lightning's handler: stop at the batch end
-            self._lightning_sigterm(signal.SIGTERM, frame)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # Lightning installed its SIGTERM handler when fit began; wrap it to learn the signal.
-        self._lightning_sigterm = signal.getsignal(signal.SIGTERM)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        self._restore()
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path, weights_only=False)  # with optimizer state: resumable
-            self.signal_name = self.signal_name or "SIGTERM"
 
 
 @dataclass(frozen=True)

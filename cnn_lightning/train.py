@@ -26,10 +26,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from cnn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError, InterruptCheckpoint
+from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.config import ConfigError, check_train_config, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
 

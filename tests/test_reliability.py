@@ -18,8 +18,9 @@ from conftest import FAST, ROOT, read_summary, run_train, train_env
 from lightning.pytorch.callbacks import Callback
 
 import cnn_lightning
-from cnn_lightning.checkpoints import AtomicCheckpointIO, CheckpointError
+from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.mnist_files import RAW_SHA256, raw_dir, sha256
+from cnn_lightning.saving import AtomicCheckpointIO
 from cnn_lightning.sweep import write_leaderboard
 
 RESUMABLE = [  # 2 epochs of 150 batches: long enough to kill one in the middle of an epoch
