@@ -72,6 +72,8 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
     datamodule.setup()
     datamodule.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in datamodule.splits.items()}
     model, accuracy = module.model.to(device).train(), module.train_acc.to(device)
+    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)  # as Classifier.configure_model does
     optimizer = instantiate(cfg.model.optimizer, params=model.parameters())
     scheduler = None
     if cfg.model.scheduler:
@@ -90,6 +92,7 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
             break
         images, labels = datamodule.on_after_batch_transfer(batch, 0)
         images = datamodule.augment(images)  # what on_after_batch_transfer adds while training
+        images = images.contiguous(memory_format=memory_format)  # as Classifier.forward does
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         accuracy.update(logits, labels)  # as Classifier.training_step does
