@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from gui.worker import stop_thread
+
 log = logging.getLogger(__name__)
 
 
@@ -79,13 +81,7 @@ class Jobs(QObject):
 
     def shutdown(self) -> None:
         """Stop the thread after the job it is running, if any. Idempotent."""
-        thread = self.__dict__.get("_thread")
-        try:
-            if thread is not None and thread.isRunning():
-                thread.quit()
-                thread.wait()
-        except RuntimeError:
-            pass
+        stop_thread(self.__dict__.get("_thread"))
 
     def __del__(self) -> None:
         self.shutdown()  # a running QThread destroyed with its object aborts the process

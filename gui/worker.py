@@ -24,6 +24,16 @@ from cnn_lightning.inference import Prediction, Predictor
 log = logging.getLogger(__name__)
 
 
+def stop_thread(thread: QThread | None) -> None:
+    """Let ``thread`` finish the job it is running, then stop it. Idempotent."""
+    try:
+        if thread is not None and thread.isRunning():
+            thread.quit()
+            thread.wait()
+    except RuntimeError:  # at interpreter exit Qt may have deleted it already: nothing runs
+        pass
+
+
 @dataclass
 class Outcome:
     """What one request produced: the preprocessed input and each net's prediction (or error)."""
@@ -139,13 +149,7 @@ class Inference(QObject):
 
     def shutdown(self) -> None:
         """Stop the worker thread (after the request it is running, if any). Idempotent."""
-        thread = self.__dict__.get("_thread")
-        try:
-            if thread is not None and thread.isRunning():
-                thread.quit()
-                thread.wait()
-        except RuntimeError:  # at interpreter exit Qt may have deleted it already: nothing runs
-            pass
+        stop_thread(self.__dict__.get("_thread"))
 
     def __del__(self) -> None:
         # A window dropped without being closed must not take a running QThread with it: Qt
