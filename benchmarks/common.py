@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -129,6 +130,12 @@ def tiny_recipe() -> dict:
         "scheduler": conf["model"].get("scheduler"),
         "batch_size": conf.get("data", {}).get("batch_size", data["batch_size"]),
     }
+
+
+def spread(values) -> dict:
+    """Median and range of repeated rounds: what every timing figure here reports."""
+    values = list(values)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def write_result(name: str, figures: dict, started_machine: dict) -> Path:

@@ -30,7 +30,7 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import ROOT, add_threads_option, default_device, start, write_result
+from common import ROOT, add_threads_option, default_device, spread, start, write_result
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from timing import EpochTimer, sync
@@ -107,10 +107,6 @@ def plain_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
     return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start}
 
 
-def summarise(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default: a whole epoch)")
@@ -137,8 +133,8 @@ def main() -> None:
                 runs[side].append(result)
             print(f"  {label:8s} {side:9s} epoch {result['wall_s']:7.2f} s wall  {result['cpu_s']:7.2f} s CPU")
 
-    wall = {side: summarise([x["wall_s"] for x in runs[side]]) for side in runs}
-    cpu = {side: summarise([x["cpu_s"] for x in runs[side]]) for side in runs}
+    wall = {side: spread([x["wall_s"] for x in runs[side]]) for side in runs}
+    cpu = {side: spread([x["cpu_s"] for x in runs[side]]) for side in runs}
     overhead = wall["lightning"]["median"] / wall["plain"]["median"] - 1
     overhead_cpu = cpu["lightning"]["median"] / cpu["plain"]["median"] - 1
     pair_ratios = [lt["wall_s"] / p["wall_s"] - 1 for p, lt in zip(runs["plain"], runs["lightning"], strict=True)]

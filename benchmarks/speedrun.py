@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, start, write_result
+from common import ROOT, spread, start, write_result
 
 GOAL_S, GOAL_ACC = 60.0, 0.994
 SEEDS = [42, 1, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -58,14 +58,15 @@ def main() -> None:
                   f"(val {record['val_acc_best']:.2%}), {len(record['noisy_lines'])} noisy lines", flush=True)
     walls = [r["wall_s"] for r in rounds]
     accs = [r["test_acc"] for r in rounds]
-    median = statistics.median(walls)
-    print(f"speedrun: median {median:.1f} s wall (spread {min(walls):.1f}-{max(walls):.1f} s, {len(walls)} rounds); "
+    wall = spread(walls)
+    median = wall["median"]
+    print(f"speedrun: median {median:.1f} s wall (spread {wall['min']:.1f}-{wall['max']:.1f} s, {len(walls)} rounds); "
           f"test accuracy {statistics.mean(accs):.2%} mean, {min(accs):.2%}-{max(accs):.2%} over seeds "
           f"{[r['seed'] for r in rounds]}; goal <= {GOAL_S:.0f} s and >= {GOAL_ACC:.1%}: "
           f"{'met' if median <= GOAL_S and min(accs) >= GOAL_ACC else 'NOT met'}")
     path = write_result("speedrun", {
         "settings": {"rounds": args.rounds, "extra_overrides": args.extra},
-        "wall_s": {"median": median, "min": min(walls), "max": max(walls)},
+        "wall_s": wall,
         "test_acc": {"mean": statistics.mean(accs), "min": min(accs), "max": max(accs)},
         "rounds": rounds,
         "goal": {"wall_s": GOAL_S, "test_acc": GOAL_ACC},

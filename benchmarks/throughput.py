@@ -16,12 +16,11 @@ on the same threads. Medians of ``--rounds`` rounds after a warm-up round, with 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, add_threads_option, start, write_result
+from common import ROOT, add_threads_option, spread, start, write_result
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torchvision.datasets import MNIST
@@ -40,10 +39,6 @@ def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
     for _ in range(repeats):
         torch.mm(a, b)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def training_step_rate(cfg, images: torch.Tensor, labels: torch.Tensor, steps: int, rounds: int) -> list[float]:
@@ -79,10 +74,10 @@ def main() -> None:
     train = MNIST(str(ROOT / "data"), train=True)
     images, labels = train.data[:1024].unsqueeze(1), train.targets[:1024]
 
-    peaks = [matmul_gflops() for _ in range(args.rounds + 1)][1:]
-    peak = statistics.median(peaks)
+    peaks = spread([matmul_gflops() for _ in range(args.rounds + 1)][1:])
+    peak = peaks["median"]
     print(f"float32 matmul 1024x1024, {torch.get_num_threads()} threads: {peak:.1f} GFLOP/s "
-          f"(spread {min(peaks):.1f}-{max(peaks):.1f})")
+          f"(spread {peaks['min']:.1f}-{peaks['max']:.1f})")
     print(f"{'config':28s} {'batch':>5s} {'MACs':>10s} {'images/s':>9s} {'spread':>13s} {'GFLOP/s':>8s} {'of peak':>7s}")
     results = []
     for overrides in args.configs:
@@ -99,7 +94,7 @@ def main() -> None:
               f"{rate['min']:6.0f}-{rate['max']:<6.0f} {gflops:8.1f} {gflops / peak:7.1%}")
     path = write_result("throughput", {
         "settings": {"rounds": args.rounds, "steps": args.steps, "torch_threads": torch.get_num_threads()},
-        "matmul_gflops": {k: round(v, 1) for k, v in spread(peaks).items()},
+        "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "configs": results,
     }, info)
     print(f"Written: {path}")
