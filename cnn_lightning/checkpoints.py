@@ -358,7 +358,7 @@ def choose_checkpoint(ckpt: str, arch: str | None, outputs_root: str | os.PathLi
 
 
 # Architectures in the order the app lists them; any other name found is listed after these.
-ARCHITECTURE_ORDER = ("lenet", "lenet_classic", "alexnet_lite", "tiny")
+ARCHITECTURE_ORDER = ("lenet", "lenet_classic", "alexnet_lite", "tiny", "micro")
 
 
 def architecture_sort_key(name: str) -> tuple[int, str]:

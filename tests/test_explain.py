@@ -25,6 +25,7 @@ NET_VARIANTS = {  # every net of cnn_lightning.nets, and the options that change
     "AlexNetLite": {},
     "AlexNetLite-lrn": {"lrn": True},
     "TinyNet": {},
+    "MicroNet": {},
 }
 
 

@@ -225,7 +225,7 @@ def click_tab_of(tabs, index: int) -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", [("LeNet5", {}), ("LeNet5", {"activation": "tanh", "pool_type": "avg"}),
-                                         ("AlexNetLite", {}), ("TinyNet", {})])
+                                         ("AlexNetLite", {}), ("TinyNet", {}), ("MicroNet", {})])
 def test_every_net_gets_an_overview_and_clickable_units(qtbot, name, kwargs, digit):
     """Each architecture (untrained weights: the arithmetic holds for any): the overview paints,
     and a click on the middle unit of every conv stage explains exactly that unit."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnn_lightning.checkpoints import build_model
 from cnn_lightning.config import project_root, register, to_plain
-from cnn_lightning.nets import AlexNetLite, LeNet5, TinyNet
+from cnn_lightning.nets import AlexNetLite, LeNet5, MicroNet, TinyNet
 
 
 def trainable(net):
@@ -21,7 +21,7 @@ def compose_model(name: str, *overrides: str):
 
 
 @pytest.mark.parametrize("net", [LeNet5(), LeNet5(activation="sigmoid", pool_type="avg"), AlexNetLite(),
-                                 AlexNetLite(lrn=True), TinyNet()], ids=lambda net: type(net).__name__)
+                                 AlexNetLite(lrn=True), TinyNet(), MicroNet()], ids=lambda net: type(net).__name__)
 def test_every_net_maps_a_batch_of_digits_to_ten_logits(net):
     assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
@@ -30,6 +30,22 @@ def test_tiny_is_under_8000_parameters_with_ten_logits():
     net = TinyNet()
     assert trainable(net) < 8000
     assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_micro_is_under_5000_parameters_as_configured():
+    # The count, on the net the default config builds (not only the class defaults).
+    net = build_model(to_plain(compose_model("micro").model.net)).net
+    assert isinstance(net, MicroNet) and trainable(net) == trainable(MicroNet()) < 5000
+    assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_micro_has_no_fully_connected_layer_its_last_conv_maps_are_the_classes():
+    net = MicroNet().eval()
+    assert not any(isinstance(m, nn.Linear) for m in net.modules())
+    images = torch.rand(2, 1, 28, 28)
+    maps = net.features(images)
+    assert maps.shape == (2, 10, 6, 6)
+    torch.testing.assert_close(net(images), maps.mean(dim=(2, 3)))
 
 
 def test_lenet_has_the_papers_61706_parameters():
@@ -95,7 +111,7 @@ def test_constructor_arguments_reach_the_layers():
 
 
 @pytest.mark.parametrize(("model", "cls"), [("lenet", LeNet5), ("lenet_classic", LeNet5),
-                                            ("alexnet_lite", AlexNetLite), ("tiny", TinyNet)])
+                                            ("alexnet_lite", AlexNetLite), ("tiny", TinyNet), ("micro", MicroNet)])
 def test_each_model_config_builds_its_net(model, cls):
     cfg = compose_model(model)
     assert cfg.model.name == model

@@ -56,7 +56,7 @@ def test_imports_point_downwards(path):
         assert not imported & {"lightning", "hydra", "omegaconf"}, imported
 
 
-@pytest.mark.parametrize("model", ["lenet", "lenet_classic", "alexnet_lite", "tiny"])
+@pytest.mark.parametrize("model", ["lenet", "lenet_classic", "alexnet_lite", "tiny", "micro"])
 def test_the_summary_and_the_app_share_one_receptive_field(model):
     """The summary table's RF and jump are the app's receptive-field sizes and jumps, layer by layer."""
     from cnn_lightning.geometry import receptive_fields
