@@ -264,6 +264,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
 
     _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
     _number(cfg, "ensemble_per_model", 1, 1000, whole=True)
+    _number(cfg, "ensemble_seed", 0, None, whole=True)
     _number(cfg, "worst", 0, TEST_IMAGES, whole=True, what="misclassified digits shown")
     device = str(cfg.device)
     if device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
@@ -275,6 +276,12 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     models = sorted(p.stem for p in (Path(project_root()) / "conf" / "model").glob("*.yaml"))
     if cfg.arch is not None and str(cfg.arch) not in models:
         raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
+    chosen = cfg.get("ensemble_models")
+    if isinstance(chosen, str) or (chosen is not None and not OmegaConf.is_list(chosen)):
+        raise ConfigError(f"ensemble_models={chosen!r}: must be a list of nets, e.g. [tiny,lenet]")
+    unknown = sorted({str(m) for m in chosen or []} - set(models))
+    if unknown:
+        raise ConfigError(f"ensemble_models: {unknown} not among {models}")
     if cfg.ckpt != "best":
         try:
             load_model(cfg.ckpt)

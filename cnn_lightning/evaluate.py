@@ -72,11 +72,16 @@ def score(probs: torch.Tensor, labels: torch.Tensor) -> dict:
 def choose_members(cfg: DictConfig) -> list[RunRecord | Path]:
     """The checkpoints to evaluate: one file, the best run, or the ensemble's members."""
     if cfg.ensemble:
+        runs = [r for r in find_runs(cfg.outputs_root) if cfg.ensemble_seed is None or r.seed == cfg.ensemble_seed]
+        wanted = set(cfg.ensemble_models) if cfg.ensemble_models else {r.model for r in runs}
         members = []
-        for model in sorted({r.model for r in find_runs(cfg.outputs_root)}):
-            members += find_runs(cfg.outputs_root, model)[: cfg.ensemble_per_model]
-        if not members:
-            raise SystemExit(f"no finished runs under {cfg.outputs_root}; train first: make train")
+        for model in sorted(wanted):
+            members += [r for r in runs if r.model == model][: cfg.ensemble_per_model]  # best val acc first
+        missing = sorted(wanted - {m.model for m in members})
+        if missing or not members:
+            seed = f" of seed {cfg.ensemble_seed}" if cfg.ensemble_seed is not None else ""
+            raise SystemExit(f"no finished runs{seed} of {', '.join(missing) or 'any net'} under "
+                             f"{cfg.outputs_root}; train first: make train")
         return members
     if cfg.ckpt != "best":
         return [Path(cfg.ckpt)]

@@ -75,6 +75,19 @@ def test_ensemble_averages_every_run_found(sweep_dir, tmp_path):
     assert 0.5 < metrics["test_acc"] <= 1
 
 
+def test_ensemble_of_one_seed_and_chosen_nets(sweep_dir, tmp_path):
+    out = tmp_path / "seed2"
+    result = run_module("cnn_lightning.evaluate", "ensemble=true", "ensemble_seed=2", "ensemble_models=[tiny]",
+                        f"outputs_root={sweep_dir}", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    members = json.loads((out / "metrics.json").read_text())["members"]
+    assert [(m["model"], m["seed"]) for m in members] == [("tiny", 2)]
+    # a net with no run of that seed is named, not silently left out
+    missing = run_module("cnn_lightning.evaluate", "ensemble=true", "ensemble_seed=2", "ensemble_models=[tiny,micro]",
+                         f"outputs_root={sweep_dir}", f"hydra.run.dir={tmp_path / 'm'}")
+    assert missing.returncode != 0 and "no finished runs of seed 2 of micro" in missing.stderr
+
+
 def test_evaluate_with_nothing_trained_says_what_to_run(tmp_path):
     result = run_module("cnn_lightning.evaluate", f"outputs_root={tmp_path}", "arch=lenet", f"hydra.run.dir={tmp_path / 'e'}")
     assert result.returncode != 0
@@ -127,5 +140,5 @@ def test_launcher_configs_compose():
 def test_compare_all_experiment_sweeps_every_net_and_three_seeds():
     cfg = compose_train("experiment=compare_all")
     params = cfg.hydra.sweeper.params
-    assert set(params.model.split(",")) == {"lenet", "lenet_classic", "alexnet_lite", "tiny"}
+    assert set(params.model.split(",")) == {"lenet", "lenet_classic", "alexnet_lite", "tiny", "micro"}
     assert params.seed == "1,2,3"
