@@ -22,12 +22,12 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cnn_lightning.checkpoints import CheckpointError
-from cnn_lightning.config import ConfigError, check_train_config, register
+from cnn_lightning.config import ConfigError, check_train_config, project_root, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint
@@ -57,9 +57,11 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    if not logger:  # ~logger: nothing to record the learning rate in (Lightning would refuse to start)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     saver = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
     interrupt = InterruptCheckpoint(saver.dirpath) if saver else None
-    logger = instantiate(cfg.logger) if cfg.logger else False
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks + ([interrupt] if interrupt else []), logger=logger,
         plugins=[AtomicCheckpointIO()],  # a full disk or a kill never leaves a truncated checkpoint
@@ -124,6 +126,17 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def null_groups_to_deletions(argv: list[str]) -> list[str]:
+    """``logger=null`` (or ``none``) means "no logger": Hydra spells that ``~logger`` and meets the
+    first with a traceback. Only config groups (folders of ``conf/``) are rewritten."""
+    groups = {p.name for p in (Path(project_root()) / "conf").iterdir() if p.is_dir()}
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        out.append(f"~{key}" if key in groups and value.lower() in ("null", "none") else arg)
+    return out
+
+
 def expand_resume(argv: list[str]) -> list[str]:
     """Turn ``resume=<run dir>`` into that run's own overrides, directory and ``last.ckpt``.
 
@@ -155,5 +168,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_resume(sys.argv[1:])
+    sys.argv[1:] = expand_resume(null_groups_to_deletions(sys.argv[1:]))
     main()

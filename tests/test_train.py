@@ -1,5 +1,6 @@
 """The real training entry point, run as a user runs it."""
 
+import pytest
 import torch
 from conftest import FAST, read_summary, run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -53,6 +54,18 @@ def test_runs_from_another_working_directory(tmp_path, mnist_dir):
     assert read_summary(run_dir)["test_acc"] is None
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("no_logger", ["logger=null", "~logger"])
+def test_a_run_without_a_logger_trains_and_writes_no_tensorboard(no_logger, tmp_path):
+    # logger=null used to end in Hydra's traceback, ~logger in Lightning's refusal of the
+    # learning-rate monitor; both now mean "no logger".
+    run_dir = tmp_path / "quiet"
+    result = run_train(*FAST, "test=false", no_logger, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "tensorboard").exists() and read_summary(run_dir)["tensorboard_dir"] is None
 
 
 def test_unknown_model_fails_with_the_available_options(tmp_path):
