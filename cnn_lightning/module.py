@@ -8,7 +8,7 @@ import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnn_lightning.checkpoints import build_model
@@ -55,6 +55,7 @@ class Classifier(L.LightningModule):
         self.model = build_model(self.hparams.net)  # Normalize + net: takes [0, 1] images
         self.example_input_array = torch.zeros(1, 1, 28, 28)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric()  # the epoch's mean training loss, weighted by batch size
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
@@ -76,16 +77,25 @@ class Classifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         accuracy.update(logits, labels)  # update only: the epoch's accuracy is all that is logged
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
-        if not on_step:  # a few large evaluation batches: let Lightning compute and reset
+        if stage != "train":  # a few large evaluation batches: let Lightning compute and reset
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
             self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def _logs_this_step(self) -> bool:
+        # Lightning writes step values only every trainer.log_every_n_steps steps, but each
+        # self.log call costs its result bookkeeping (~1 ms a step for tiny on a CPU,
+        # benchmarks/lightning_overhead.py), so call it only on the steps that are written.
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True) or self.trainer.fast_dev_run)
+
     def training_step(self, batch, batch_idx):
-        # train/acc is logged once, at the epoch's end: logging a Metric object moves it to the
-        # device on every self.log call, about 1 ms a step (benchmarks/lightning_overhead.py).
+        # Training metrics are updated every step and logged as train/loss_step on the steps
+        # Lightning writes, and as epoch values (train/loss_epoch, train/acc) at the epoch's end.
         loss = self._step(batch, "train", self.train_acc)
+        self.train_loss.update(loss.detach(), weight=len(batch[1]))
+        if self._logs_this_step():
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         if self.hparams.l1 > 0:
             loss = loss + self.hparams.l1 * sum(p.abs().sum() for p in self.model.parameters())
         if not torch.isfinite(loss):
@@ -98,7 +108,10 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc.compute(), prog_bar=True, sync_dist=False)  # compute() syncs ranks
+        # compute() syncs the ranks' states, so no sync_dist here
+        self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=False)
+        self.log("train/acc", self.train_acc.compute(), prog_bar=True, sync_dist=False)
+        self.train_loss.reset()
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx):
