@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cnn_lightning.checkpoints import CheckpointError
-from cnn_lightning.config import ConfigError, check_train_config, register
+from cnn_lightning.config import ConfigError, check_train_config, distill_settings, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint
@@ -55,7 +55,8 @@ def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)
+    distill = distill_settings(cfg)  # teacher=best: the best finished run's checkpoint, now
+    model = instantiate(cfg.model, _recursive_=False, **({"distill": distill} if distill else {}))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     saver = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
     interrupt = InterruptCheckpoint(saver.dirpath) if saver else None
@@ -66,6 +67,9 @@ def train(cfg: DictConfig) -> dict:
     )
     if trainer.is_global_zero:  # the seeds' conv arithmetic, layer by layer
         log.info("%s: %s\n%s", cfg.model.name, cfg.model.net._target_, format_table(layer_table(model.model.net)))
+        if distill:
+            log.info("Distilling from %s (temperature %s, weight %s)", ", ".join(distill["teacher"]),
+                     distill["temperature"], distill["weight"])
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
