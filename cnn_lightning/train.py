@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -22,7 +23,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -49,6 +50,20 @@ def _fit_state_from_checkpoints(best_path: str, last_path: str) -> tuple:
     last_path = last_path or str(Path(best_path).with_name("last.ckpt"))
     last = torch.load(last_path, map_location="cpu", weights_only=True) if Path(last_path).is_file() else best
     return score, last["epoch"] + 1, last["global_step"]
+
+
+def _test_best(trainer: L.Trainer, model: L.LightningModule, datamodule, best_path: str) -> float:
+    """The test accuracy of the weights the best checkpoint's state_dict holds.
+
+    With weight averaging (``callbacks.ema``) those are the averaged weights, which validation
+    chose; the callback's on_load_checkpoint would put the raw ones it keeps beside them
+    (``current_model_state``) back, so it sits the test out.
+    """
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+    with warnings.catch_warnings():  # "callbacks used to create the checkpoint ...": left out on purpose
+        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+    return results["test/acc"]
 
 
 def train(cfg: DictConfig) -> dict:
@@ -100,8 +115,7 @@ def train(cfg: DictConfig) -> dict:
         "tensorboard_dir": getattr(trainer.logger, "log_dir", None) if trainer.logger else None,
     }
     if cfg.test and best_path:
-        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
-        summary["test_acc"] = results["test/acc"]
+        summary["test_acc"] = _test_best(trainer, model, datamodule, best_path)
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     if trainer.is_global_zero:
         write_atomically(Path(cfg.paths.output_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
