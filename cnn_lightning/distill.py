@@ -122,8 +122,9 @@ def resolve(distill: dict | None, outputs_root: str | os.PathLike | None,
         from cnn_lightning.checkpoints import read_checkpoint
 
         before = read_checkpoint(ckpt_path)["hyper_parameters"].get("distill")
-        if isinstance(before, dict) and isinstance(before.get("teacher"), list):
-            teacher = before["teacher"]
+        named = before.get("teacher") if isinstance(before, dict) else None
+        if isinstance(named, list) or (isinstance(named, str) and named != "best"):
+            teacher = named
     try:
         paths = teacher_paths(teacher, outputs_root, exclude=output_dir)
     except CheckpointError as err:

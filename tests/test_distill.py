@@ -17,7 +17,8 @@ from conftest import FAST, read_summary, run_train
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnn_lightning.checkpoints import load_model
+from cnn_lightning import distill as kd
+from cnn_lightning.checkpoints import CheckpointError, load_model
 from cnn_lightning.data import MNISTDataModule
 from cnn_lightning.module import Classifier
 
@@ -110,10 +111,20 @@ def test_the_teacher_is_frozen_and_outside_the_student(teachers, datamodule, bat
     raw = torch.load(saved, map_location="cpu", weights_only=True)
     assert raw["state_dict"].keys() == module.state_dict().keys()
     assert raw["hyper_parameters"]["distill"]["teacher"] == str(own_copy)
+    # Resumed from this checkpoint, teacher=best keeps the teacher it names (no runs needed).
+    assert kd.resolve({"teacher": "best"}, tmp_path / "no-runs", ckpt_path=saved)["teacher"] == [str(own_copy)]
     own_copy.unlink()
     loaded = load_model(saved)
     with torch.no_grad():
         assert torch.allclose(loaded(batch[0]), module(batch[0]), atol=1e-5)
+
+
+def test_copies_of_the_student_share_its_teachers(teachers):
+    """EMAWeightAveraging deep-copies the student: the copy must not carry teachers of its own."""
+    import copy
+
+    module = student(teachers[0])
+    assert copy.deepcopy(module).teachers is module.teachers
 
 
 def test_gradients_reach_only_the_student(teachers, batch):
@@ -202,6 +213,8 @@ def test_teacher_best_distills_from_the_best_finished_run(trained_run, tmp_path)
     outputs = trained_run.parent
     teacher = read_summary(trained_run)["best_checkpoint"]
     run_dir = outputs / "student"
+    with pytest.raises(CheckpointError, match="no finished run"):  # never the run being trained
+        kd.teacher_paths("best", outputs, exclude=trained_run)
     fast = [o for o in FAST if not o.startswith("trainer.limit_train_batches")]
     result = run_train(*fast, "trainer.limit_train_batches=10", "model=lenet", "test=false",
                        "+model.distill.teacher=best", "+model.distill.temperature=2",
