@@ -41,7 +41,7 @@ for _cls in (getattr(nets, name) for name in nets.__all__):
 
 MAX_PARAMS = 20_000_000            # AlexNet-lite is ~0.5M; anything near this is a typo or an attack
 MAX_INT = 1_000_000                # no hyper-parameter of these nets is larger
-MAX_FILE_BYTES = 512 * 2**20       # a checkpoint of MAX_PARAMS float32 weights (+ optimizer) fits
+MAX_FILE_BYTES = 512 * 2**20       # a checkpoint of MAX_PARAMS float32 weights (+ Adam, + EMA's raw copy) fits
 MAX_PICKLE_BYTES = 8 * 2**20       # data.pkl: the structure, not the tensors
 INPUT_SIZE, NUM_CLASSES = 28, 10
 

@@ -256,6 +256,22 @@ def check_train_config(cfg: DictConfig) -> None:
             load_model(cfg.ckpt_path)  # bounded, and small: the whole check, NaN weights included
         except CheckpointError as err:
             raise ConfigError(f"ckpt_path: {err}") from None
+    distill_settings(cfg)
+
+
+def distill_settings(cfg: DictConfig) -> dict | None:
+    """``model.distill`` checked, with defaults, its teachers as files (``best`` looked up now,
+    under ``paths.log_dir``, leaving out this run); None when off. A ConfigError otherwise."""
+    from cnn_lightning import distill
+
+    block = OmegaConf.select(cfg, "model.distill")
+    if block is None:
+        return None
+    try:
+        return distill.resolve(to_plain(block), OmegaConf.select(cfg, "paths.log_dir"),
+                               OmegaConf.select(cfg, "paths.output_dir"), cfg.get("ckpt_path"))
+    except ValueError as err:  # CheckpointError included: the file's own message
+        raise ConfigError(str(err)) from None
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_lightning import distill as kd
 from cnn_lightning.checkpoints import build_model
 from cnn_lightning.config import to_plain
 
@@ -22,7 +23,8 @@ class Classifier(L.LightningModule):
     ``configure_optimizers``; a scheduler that takes ``total_steps`` (OneCycleLR) gets the
     trainer's estimate. ``scheduler_interval`` is ``step`` or ``epoch``; ``monitor`` feeds
     ReduceLROnPlateau. ``compile`` and ``channels_last`` are speed switches that change no result
-    beyond float rounding.
+    beyond float rounding. ``distill`` (``{teacher, temperature, weight}``, see ``distill.py``)
+    adds a frozen teacher's softened predictions to the training loss; None: plain CE.
     """
 
     def __init__(
@@ -38,19 +40,23 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         compile: bool = False,
         channels_last: bool = False,
+        distill: dict | None = None,
     ):
         super().__init__()
         hparams = dict(
             name=name, net=to_plain(net), optimizer=to_plain(optimizer), scheduler=to_plain(scheduler),
             scheduler_interval=scheduler_interval, monitor=monitor,
             label_smoothing=label_smoothing, l1=l1, num_classes=num_classes,
-            compile=compile, channels_last=channels_last,
+            compile=compile, channels_last=channels_last, distill=to_plain(distill),
         )
         lr = hparams["optimizer"].get("lr", 1.0)
         if not lr > 0:
             raise ValueError(f"model.optimizer.lr must be positive, got {lr}")
         if scheduler_interval not in ("step", "epoch"):
             raise ValueError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.distill = kd.settings(hparams["distill"])  # defaults filled in; None: off
+        if self.distill and self.distill["teacher"] == "best":
+            raise ValueError("model.distill.teacher=best is resolved by cnn_lightning.train; give checkpoint paths")
         self.save_hyperparameters(hparams)
         self.model = build_model(self.hparams.net)  # Normalize + net: takes [0, 1] images
         self.example_input_array = torch.zeros(1, 1, 28, 28)
@@ -60,6 +66,8 @@ class Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers it
+        # A plain attribute, not a submodule: no state_dict, optimizer or summary sees the teachers.
+        self.teachers = kd.Teachers(kd.teacher_paths(self.distill["teacher"])) if self.distill else None
 
     def configure_model(self) -> None:
         if self.hparams.channels_last:
@@ -72,10 +80,26 @@ class Classifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
-    def _step(self, batch, stage: str, accuracy):
-        images, labels = batch
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor):
+        """(logits, the loss to minimise, the distillation term T^2 * KL or None) of a batch."""
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        if self.teachers is None:
+            return logits, loss, None
+        temperature, alpha = self.distill["temperature"], self.distill["weight"]
+        # The teachers see the same (augmented) images; no_grad inside, so only the student learns.
+        distill_loss = kd.distillation_loss(logits, self.teachers.probs(images, temperature), temperature)
+        return logits, (1 - alpha) * loss + alpha * distill_loss, distill_loss
+
+    def _step(self, batch, stage: str, accuracy):
+        images, labels = batch
+        if stage == "train":
+            logits, loss, distill_loss = self.training_loss(images, labels)
+            if distill_loss is not None:
+                self.log("train/distill_loss", distill_loss, on_step=False, on_epoch=True)
+        else:  # plain CE: val/loss and test/loss stay comparable with and without a teacher
+            logits = self(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         accuracy.update(logits, labels)  # update only: the epoch's accuracy is all that is logged
         if stage != "train":  # a few large evaluation batches: let Lightning compute and reset
             self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)

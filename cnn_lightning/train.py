@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -22,12 +23,12 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cnn_lightning.checkpoints import CheckpointError
-from cnn_lightning.config import ConfigError, check_train_config, project_root, register
+from cnn_lightning.config import ConfigError, check_train_config, distill_settings, project_root, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint
@@ -51,11 +52,26 @@ def _fit_state_from_checkpoints(best_path: str, last_path: str) -> tuple:
     return score, last["epoch"] + 1, last["global_step"]
 
 
+def _test_best(trainer: L.Trainer, model: L.LightningModule, datamodule, best_path: str) -> float:
+    """The test accuracy of the weights the best checkpoint's state_dict holds.
+
+    With weight averaging (``callbacks.ema``) those are the averaged weights, which validation
+    chose; the callback's on_load_checkpoint would put the raw ones it keeps beside them
+    (``current_model_state``) back, so it sits the test out.
+    """
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
+    with warnings.catch_warnings():  # "callbacks used to create the checkpoint ...": left out on purpose
+        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+    return results["test/acc"]
+
+
 def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)
+    distill = distill_settings(cfg)  # teacher=best: the best finished run's checkpoint, now
+    model = instantiate(cfg.model, _recursive_=False, **({"distill": distill} if distill else {}))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.logger else False
     if not logger:  # ~logger: nothing to record the learning rate in (Lightning would refuse to start)
@@ -68,6 +84,9 @@ def train(cfg: DictConfig) -> dict:
     )
     if trainer.is_global_zero:  # the seeds' conv arithmetic, layer by layer
         log.info("%s: %s\n%s", cfg.model.name, cfg.model.net._target_, format_table(layer_table(model.model.net)))
+        if distill:
+            log.info("Distilling from %s (temperature %s, weight %s)", ", ".join(distill["teacher"]),
+                     distill["temperature"], distill["weight"])
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -98,8 +117,7 @@ def train(cfg: DictConfig) -> dict:
         "tensorboard_dir": getattr(trainer.logger, "log_dir", None) if trainer.logger else None,
     }
     if cfg.test and best_path:
-        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
-        summary["test_acc"] = results["test/acc"]
+        summary["test_acc"] = _test_best(trainer, model, datamodule, best_path)
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
     if trainer.is_global_zero:
         write_atomically(Path(cfg.paths.output_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
