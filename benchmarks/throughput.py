@@ -29,7 +29,7 @@ from cnn_lightning.checkpoints import build_model
 from cnn_lightning.config import register, to_plain
 from cnn_lightning.summary import layer_table, totals
 
-CONFIGS = ["model=tiny", "model=lenet", "model=lenet_classic", "model=alexnet_lite", "experiment=speedrun"]
+CONFIGS = ["model=tiny", "model=micro", "model=lenet", "model=lenet_classic", "model=alexnet_lite", "experiment=speedrun"]
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
