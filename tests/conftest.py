@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cnn_lightning.config import project_root
 from cnn_lightning.mnist_files import prepare_mnist, raw_dir
@@ -23,6 +24,15 @@ FAST = [  # a real but short run: 60 training batches, small val/test
     "trainer.limit_test_batches=2",
     "~callbacks.progress_bar",
 ]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's in-process trainings, as the subprocess ones get (train_env)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

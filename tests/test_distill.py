@@ -27,13 +27,7 @@ LENET = {"_target_": "cnn_lightning.nets.LeNet5"}
 SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the test trainings in subprocesses use (conftest.train_env)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trainer(batches: int = 4, **kwargs) -> L.Trainer:

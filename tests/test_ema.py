@@ -20,12 +20,7 @@ SGD = {"_target_": "torch.optim.SGD", "lr": 0.05, "momentum": 0.9}
 BATCHES = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
