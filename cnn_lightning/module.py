@@ -62,6 +62,7 @@ class Classifier(L.LightningModule):
         self.example_input_array = torch.zeros(1, 1, 28, 28)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss = MeanMetric()  # the epoch's mean training loss, weighted by batch size
+        self.train_distill_loss = MeanMetric()  # ... and of its distillation term, when distilling
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
@@ -91,20 +92,15 @@ class Classifier(L.LightningModule):
         distill_loss = kd.distillation_loss(logits, self.teachers.probs(images, temperature), temperature)
         return logits, (1 - alpha) * loss + alpha * distill_loss, distill_loss
 
-    def _step(self, batch, stage: str, accuracy):
+    def _eval_step(self, batch, stage: str, accuracy):
+        # plain CE: val/loss and test/loss stay comparable with and without a teacher
         images, labels = batch
-        if stage == "train":
-            logits, loss, distill_loss = self.training_loss(images, labels)
-            if distill_loss is not None:
-                self.log("train/distill_loss", distill_loss, on_step=False, on_epoch=True)
-        else:  # plain CE: val/loss and test/loss stay comparable with and without a teacher
-            logits = self(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
-        accuracy.update(logits, labels)  # update only: the epoch's accuracy is all that is logged
-        if stage != "train":  # a few large evaluation batches: let Lightning compute and reset
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        accuracy.update(logits, labels)
+        # a few large evaluation batches: let Lightning compute and reset
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
 
     def _logs_this_step(self) -> bool:
         # Lightning writes step values only every trainer.log_every_n_steps steps, but each
@@ -116,8 +112,12 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         # Training metrics are updated every step and logged as train/loss_step on the steps
         # Lightning writes, and as epoch values (train/loss_epoch, train/acc) at the epoch's end.
-        loss = self._step(batch, "train", self.train_acc)
-        self.train_loss.update(loss.detach(), weight=len(batch[1]))
+        images, labels = batch
+        logits, loss, distill_loss = self.training_loss(images, labels)
+        self.train_acc.update(logits, labels)
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        if distill_loss is not None:
+            self.train_distill_loss.update(distill_loss.detach(), weight=len(labels))
         if self._logs_this_step():
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         if self.hparams.l1 > 0:
@@ -135,11 +135,14 @@ class Classifier(L.LightningModule):
         # compute() syncs the ranks' states, so no sync_dist here
         self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=False)
         self.log("train/acc", self.train_acc.compute(), prog_bar=True, sync_dist=False)
+        if self.teachers is not None:
+            self.log("train/distill_loss", self.train_distill_loss.compute(), sync_dist=False)
+            self.train_distill_loss.reset()
         self.train_loss.reset()
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val", self.val_acc)
+        self._eval_step(batch, "val", self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check's few batches are not an epoch
@@ -148,7 +151,7 @@ class Classifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test", self.test_acc)
+        self._eval_step(batch, "test", self.test_acc)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Augmentation and dropout draw from torch's global generators; saving them makes a
