@@ -9,6 +9,9 @@ subprocess; its ``summary.json`` (best validation accuracy, test accuracy of the
 on validation) and TensorBoard events (epoch times) are read back. Writes ``accuracy.json`` (every
 run, the aggregates, the machine, the command) and ``accuracy.md`` (the table) to ``--out-dir``.
 Extra arguments are Hydra overrides passed to every run; the table says when there were any.
+``--keep-others`` reruns only ``--models`` and carries the other nets' rows over from the existing
+``accuracy.json``, each with the date it was measured (the ensemble is kept only if none of its
+members was rerun).
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def aggregate(model: str, runs: list[dict], size: dict) -> dict:
     goal = GOALS.get(model)
     return {
         "model": model,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "params": size["params"],
         "macs": size["macs"],
         "epochs": max((r["epochs"] for r in runs), default=0),
@@ -169,6 +173,10 @@ def markdown(results: dict) -> str:
             f"| {pct(r['runs'][0]['test_acc'])} | {pct(r['val_acc_best_mean'])} | {goal} | {epoch_time} "
             f"| {r.get('wall_time_s_mean', 0):.0f} | {'yes' if r.get('ema') else 'no'} | {teacher} | {len(r['seeds'])} |"
         )
+    kept = [r for r in results["models"] if r.get("kept_from")]
+    if kept:
+        lines += ["", "Rows carried over unchanged from an earlier run of this benchmark (their recipes did not "
+                  "change): " + ", ".join(f"{r['model']} ({r['kept_from']})" for r in kept) + "."]
     if results.get("ensemble"):
         e = results["ensemble"]
         lines += [
@@ -201,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the runs go (default outputs/benchmarks/<date_time>)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs of --runs-dir that already have a summary.json (resume a benchmark)")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="carry the rows of nets not in --models over from --out-dir's accuracy.json")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the finished runs of --runs-dir (the table says how many seeds each has)")
     args, overrides = parser.parse_known_args(argv)
@@ -241,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     trained = {m["model"] for m in results["models"] if args.first_seed in m["seeds"]}
     if set(ENSEMBLE) <= trained:
         results["ensemble"] = ensemble(runs_dir, args.first_seed, ENSEMBLE)
+    previous_path = args.out_dir / "accuracy.json"
+    if args.keep_others and previous_path.is_file():
+        previous = json.loads(previous_path.read_text())
+        rerun = {m["model"] for m in results["models"]}
+        for row in previous["models"]:
+            if row["model"] not in rerun:
+                row.setdefault("kept_from", row.get("date") or previous["date"])
+                results["models"].append(row)
+        if "ensemble" not in results and previous.get("ensemble") and not rerun & set(previous["ensemble"]["models"]):
+            results["ensemble"] = previous["ensemble"]
+        order = {m: i for i, m in enumerate(MODELS)}
+        results["models"].sort(key=lambda r: order.get(r["model"], len(order)))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results["load_average_after"] = load_average()
     (args.out_dir / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
