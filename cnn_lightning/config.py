@@ -47,6 +47,20 @@ def run_name(overrides: Any, limit: int = 100) -> str:
     return name[:limit] or "defaults"
 
 
+def native_precision(accelerator: str = "auto") -> str:
+    """``bf16-mixed`` where ``accelerator`` (as Lightning would pick it for ``auto``) computes
+    bfloat16 natively, else ``32-true``: on a CPU without bf16 instructions autocast is slower."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.backends.mps.is_available()):
+        # AVX512-BF16 / AMX (Intel Cooper Lake and later, AMD Zen 4 and later): oneDNN's bf16 kernels
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return "bf16-mixed" if native else "32-true"
+    return "32-true"
+
+
 def to_plain(value: Any) -> Any:
     """Plain dicts and lists instead of OmegaConf containers: checkpoints that store them load
     with ``torch.load(weights_only=True)``."""
@@ -132,11 +146,12 @@ class TrainConf:
 
 
 def register() -> None:
-    """Make ``train_schema`` and the ``project_root`` resolver known to Hydra (idempotent)."""
+    """Make ``train_schema`` and the project's resolvers known to Hydra (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConf)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
         OmegaConf.register_new_resolver("run_name", run_name)
+        OmegaConf.register_new_resolver("native_precision", native_precision)
 
 
 class ConfigError(ValueError):

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 
 import cnn_lightning
+from cnn_lightning.config import native_precision
 from cnn_lightning.train import train
 
 CUDA = torch.cuda.is_available()
@@ -178,4 +179,22 @@ def test_gpu_keeps_the_data_on_the_gpu(tmp_path, precision):
 def test_mps_keeps_the_data_on_the_mps_device(tmp_path):
     _, probe = train_few_batches(tmp_path, "trainer=mps")
     assert probe["data_device"] == probe["batch_device"] == "mps:0"
+    assert all(math.isfinite(x) for x in probe["losses"])
+
+
+def test_native_precision_is_bf16_only_where_the_device_computes_it():
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_precision("cpu") == ("bf16-mixed" if cpu_bf16 else "32-true")
+    assert native_precision("mps") == "32-true"  # bf16 autocast on Apple GPUs is not assumed
+    if not CUDA:
+        assert native_precision("gpu") == "32-true"  # Lightning then refuses: no GPU
+        assert native_precision("auto") == native_precision("cpu") or MPS
+    elif torch.cuda.is_bf16_supported():
+        assert native_precision("gpu") == native_precision("auto") == "bf16-mixed"
+
+
+def test_the_speedrun_trains_in_the_native_precision(tmp_path):
+    summary, probe = train_few_batches(tmp_path, "experiment=speedrun", "trainer=cpu")
+    assert probe["precision"] == native_precision("cpu")
+    assert probe["logits_dtype"] == ("torch.bfloat16" if probe["precision"] == "bf16-mixed" else "torch.float32")
     assert all(math.isfinite(x) for x in probe["losses"])
