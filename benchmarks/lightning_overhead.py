@@ -3,6 +3,7 @@
     python benchmarks/lightning_overhead.py                    # 5 measured rounds of a full epoch each
     python benchmarks/lightning_overhead.py --rounds 2         # a quick check
     python benchmarks/lightning_overhead.py --batches 100      # shorter epochs
+    python benchmarks/lightning_overhead.py experiment=speedrun  # another config (Hydra overrides)
 
 Both sides get the project's data module, the tiny net of conf/model/tiny.yaml with its optimizer
 and scheduler, and the default data config (augmentation included), composed from ``conf/`` as
@@ -42,10 +43,10 @@ quiet_libraries()
 GOAL = 0.05  # the goal: Lightning's epoch at most 5% slower
 
 
-def compose_config(device: str):
+def compose_config(device: str, overrides: list[str]):
     register()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/unused", f"trainer.accelerator={device}"])
+        return compose("train", overrides=["paths.output_dir=/tmp/unused", f"trainer.accelerator={device}", *overrides])
 
 
 def lightning_epoch(cfg, batches: int, device: torch.device, seed: int) -> dict:
@@ -114,16 +115,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch (default: a whole epoch)")
     parser.add_argument("--rounds", type=int, default=5, help="measured (plain, Lightning) pairs after the warm-up")
     parser.add_argument("--device", default=default_device())
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (default: the tiny default recipe)")
     add_threads_option(parser)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     info = start(args)
     device = torch.device(args.device)
-    cfg = compose_config({"cuda": "gpu"}.get(device.type, device.type))
+    cfg = compose_config({"cuda": "gpu"}.get(device.type, device.type), args.overrides)
     epoch_batches = (60_000 - cfg.data.val_size) // cfg.data.batch_size
     batches = min(args.batches or epoch_batches, epoch_batches)
-    print(f"tiny net, batch {cfg.data.batch_size}, {batches} batches an epoch, device {device}, "
+    print(f"{cfg.model.name} net ({' '.join(args.overrides) or 'default recipe'}), {cfg.trainer.precision}, "
+          f"batch {cfg.data.batch_size}, {batches} batches an epoch, device {device}, "
           f"{torch.get_num_threads()} torch threads; 1 warm-up pair + {args.rounds} measured pairs")
 
     runs = {"plain": [], "lightning": []}
@@ -154,11 +157,13 @@ def main() -> None:
     print(f"Trainer set-up and teardown outside the epoch: {setup:.2f} s once per fit")
     # one file per round count, so that a --rounds 2 check does not overwrite the --rounds 5 figures
     name = "lightning_overhead" if args.rounds == 5 else f"lightning_overhead_rounds{args.rounds}"
+    if args.overrides:
+        name += "_" + "_".join(o.lstrip("+~").replace("=", "-").replace("/", "-") for o in args.overrides)
     path = write_result(name, {
         "settings": {"batches": batches, "batch_size": cfg.data.batch_size, "device": str(device),
                      "rounds": args.rounds, "warmup_pairs_discarded": 1, "precision": cfg.trainer.precision,
                      "model": cfg.model.name, "augment": bool(cfg.data.augment.enabled),
-                     "torch_threads": torch.get_num_threads()},
+                     "torch_threads": torch.get_num_threads(), "overrides": args.overrides},
         "plain_epoch_s": {k: round(v, 3) for k, v in wall["plain"].items()},
         "lightning_epoch_s": {k: round(v, 3) for k, v in wall["lightning"].items()},
         "overhead_wall_median": round(overhead, 4),
