@@ -10,8 +10,9 @@ on validation) and TensorBoard events (epoch times) are read back. Writes ``accu
 run, the aggregates, the machine, the command) and ``accuracy.md`` (the table) to ``--out-dir``.
 Extra arguments are Hydra overrides passed to every run; the table says when there were any.
 ``--keep-others`` reruns only ``--models`` and carries the other nets' rows over from the existing
-``accuracy.json``, each with the date it was measured (the ensemble is kept only if none of its
-members was rerun).
+``accuracy.json``, each with the date it was measured. The ensemble is scored on the first seed's
+runs in ``--runs-dir`` when all its members have one there and one of them was rerun; otherwise
+the old ensemble is kept only if none of its members was rerun.
 """
 
 from __future__ import annotations
@@ -248,13 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         if runs:
             results["models"].append(aggregate(model, runs, net_size(model, overrides)))
 
-    trained = {m["model"] for m in results["models"] if args.first_seed in m["seeds"]}
-    if set(ENSEMBLE) <= trained:
+    # the first seed's run of every member, from this invocation or an earlier one into --runs-dir;
+    # rescored only when this invocation trained one of them
+    rerun = {m["model"] for m in results["models"]}
+    have_first_seed = {m for m in ENSEMBLE if (runs_dir / m / f"seed{args.first_seed}" / "summary.json").is_file()}
+    if set(ENSEMBLE) <= have_first_seed and rerun & set(ENSEMBLE):
         results["ensemble"] = ensemble(runs_dir, args.first_seed, ENSEMBLE)
     previous_path = args.out_dir / "accuracy.json"
     if args.keep_others and previous_path.is_file():
         previous = json.loads(previous_path.read_text())
-        rerun = {m["model"] for m in results["models"]}
         for row in previous["models"]:
             if row["model"] not in rerun:
                 row.setdefault("kept_from", row.get("date") or previous["date"])
