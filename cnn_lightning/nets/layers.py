@@ -60,28 +60,6 @@ def pool(kind: str, kernel_size: int = 2, stride: int | None = None) -> nn.Modul
     return cls(kernel_size, stride=stride)
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose mask costs a third as much on a CPU.
-
-    ``nn.Dropout`` draws one random number per element; on a CPU that draw costs more than a
-    small net's convolutions. Here one 64-bit draw gives four 16-bit ones, so ``p`` is rounded
-    to a multiple of 1/65536. Other devices, ``inplace`` and strided views use ``nn.Dropout`` itself.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        if not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace or not dense:
-            return super().forward(x)
-        if self.p == 1:
-            return x * 0
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        # x's own strides (NCHW or channels_last): the mask is laid out like x, so the product is cheap
-        draws = words.view(torch.int16)[:n].as_strided(x.shape, x.stride())
-        keep = draws.ge(round(self.p * 65536) - 32768).to(x.dtype).mul_(1 / (1 - self.p))
-        return x * keep
-
-
 def conv_bn_relu(
     in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0, dropout: float = 0.0
 ) -> nn.Sequential:
@@ -92,5 +70,5 @@ def conv_bn_relu(
         "relu": nn.ReLU(inplace=True),
     }
     if dropout > 0:
-        layers["drop"] = Dropout(dropout)
+        layers["drop"] = nn.Dropout(dropout)
     return nn.Sequential(OrderedDict(layers))
