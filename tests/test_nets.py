@@ -81,22 +81,23 @@ def test_lenet_batch_norm_follows_each_conv_when_asked():
     assert plain["conv1"].bias is not None
     net = LeNet5(c1=16, c2=32, batch_norm=True)
     layers = list(dict(net.features.named_children()))
-    # ReLU after the max pool: max and ReLU commute, and the ReLU then touches a quarter of the elements
-    assert layers == ["conv1", "bn1", "pool1", "act1", "conv2", "bn2", "pool2", "act2"]
+    assert layers == ["conv1", "bn1", "act1", "pool1", "conv2", "bn2", "act2", "pool2"]
     assert net.features.conv1.bias is None and net.features.bn1.num_features == 16
     assert net.features.bn2.num_features == 32
     assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
 
 
-def test_lenet_pooling_before_relu_computes_what_relu_before_pooling_does():
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_lenet_pool_first_computes_what_the_papers_order_does(activation):
     torch.manual_seed(0)
-    net = LeNet5(c1=16, c2=32, batch_norm=True).train()
+    net = LeNet5(c1=16, c2=32, batch_norm=True, activation=activation, pool_first=True).train()
+    assert list(dict(net.features.named_children())) == ["conv1", "bn1", "pool1", "act1", "conv2", "bn2", "pool2", "act2"]
     f = net.features
     paper_order = nn.Sequential(f.conv1, f.bn1, f.act1, f.pool1, f.conv2, f.bn2, f.act2, f.pool2)
     x = torch.randn(8, 1, 28, 28)
-    assert torch.equal(net.features(x), paper_order(x))
-    classic = list(dict(LeNet5(activation="tanh", pool_type="avg").features.named_children()))
-    assert classic == ["conv1", "act1", "pool1", "conv2", "act2", "pool2"]  # these do not commute
+    assert torch.allclose(net.features(x), paper_order(x), atol=1e-6)
+    with pytest.raises(ValueError, match="pool_first needs max pooling"):
+        LeNet5(pool_type="avg", pool_first=True)  # an average does not commute with tanh
 
 
 def test_alexnet_pools_overlap_and_its_head_drops_out():
