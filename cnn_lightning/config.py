@@ -75,6 +75,8 @@ class AugmentConf:
     degrees: float = 10.0
     translate: float = 0.1
     scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
 
 
 @dataclass
@@ -227,6 +229,8 @@ def check_train_config(cfg: DictConfig) -> None:
     _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
     _number(cfg, "data.augment.degrees", 0, 180)
     _number(cfg, "data.augment.translate", 0, 1)
+    _number(cfg, "data.augment.elastic_alpha", 0, 100, what="in pixels")
+    _number(cfg, "data.augment.elastic_sigma", 0, 28, low_open=True, what="in pixels")
     scale = OmegaConf.select(cfg, "data.augment.scale")
     if scale is not None:
         if len(scale) != 2:

@@ -93,6 +93,39 @@ def test_augment_moves_ink_but_keeps_shape_and_range(datamodule):
     assert torch.equal(Augment(enabled=False)(images), images)
 
 
+def test_elastic_distortion_is_a_smooth_per_image_field_of_the_asked_size(datamodule):
+    images = datamodule.splits["train"][0][:256].float() / 255
+    elastic = Augment(degrees=0, translate=0, scale=(1, 1), elastic_alpha=34, elastic_sigma=4)
+    torch.manual_seed(0)
+    field = elastic.elastic_displacement(images) * 14  # grid units -> pixels (28 px span 2 units)
+    assert field.shape == (256, 28, 28, 2)
+    # Simard's field: uniform [-1, 1] noise blurred by a Gaussian, times alpha. In the interior
+    # (3 sigma from the border) its std is alpha * sqrt(1/3) * sum(k^2) of the 1-D kernel.
+    taps = torch.arange(-12, 13, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / 4) ** 2)
+    kernel /= kernel.sum()
+    expected_std = 34 * (1 / 3) ** 0.5 * float((kernel**2).sum())
+    interior = field[:, 12:16, 12:16]
+    assert interior.std() == pytest.approx(expected_std, rel=0.1)
+    assert abs(float(interior.mean())) < 0.1 * expected_std
+    # smooth: neighbouring pixels move together; different images get different fields
+    neighbours = torch.corrcoef(torch.stack([field[:, 10:18, 10:17].flatten(), field[:, 10:18, 11:18].flatten()]))
+    assert neighbours[0, 1] > 0.9
+    assert not torch.allclose(field[0], field[1])
+    # the blur is a Gaussian one with zero padding: the same as a 2-D convolution with its kernel
+    noise = torch.empty(3, 1, 28, 28).uniform_(-1, 1)
+    by_conv = torch.nn.functional.conv2d(noise, torch.outer(kernel, kernel)[None, None], padding=12)
+    by_matrices = elastic._blur_matrix(28, noise.device) @ noise @ elastic._blur_matrix(28, noise.device).T
+    assert torch.allclose(by_matrices, by_conv, atol=1e-6)
+    # it moves ink without destroying it, and alpha 0 leaves the images alone
+    out = elastic(images)
+    assert not torch.allclose(out, images)
+    ratio = out.sum(dim=(1, 2, 3)) / images.sum(dim=(1, 2, 3))  # local stretches gain or lose ink
+    assert 0.9 < ratio.mean() < 1.1 and ratio.min() > 0.3 and ratio.max() < 2.5
+    still = Augment(degrees=0, translate=0, scale=(1, 1), elastic_alpha=0)(images)
+    assert torch.allclose(still, images, atol=1e-5)
+
+
 def test_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
     payload = pickle.dumps(shutil.rmtree)  # any callable would do; loading it must be refused
     with open(tmp_path / "evil.pkl", "wb") as f:

@@ -169,6 +169,8 @@ CASES = [
     ("train", ["seed=-1"], "seed=-1"),
     ("train", ["data.augment.degrees=-5"], "data.augment.degrees=-5"),
     ("train", ["data.augment.scale=[1.2,0.8]"], "low must not exceed high"),
+    ("train", ["data.augment.elastic_alpha=-3"], "data.augment.elastic_alpha=-3"),
+    ("train", ["data.augment.elastic_sigma=0"], "data.augment.elastic_sigma=0"),
     ("train", ["ckpt_path={text}"], "not a zip archive"),
     ("train", ["ckpt_path={missing}"], "no such checkpoint file"),
     ("train", ["ckpt_path={nan}"], "NaN or infinite"),
