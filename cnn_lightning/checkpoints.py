@@ -342,19 +342,19 @@ def find_best(root: str | os.PathLike, model: str | None = None) -> RunRecord | 
     return runs[0] if runs else None
 
 
-def choose_checkpoint(ckpt: str, arch: str | None, outputs_root: str | os.PathLike) -> Path:
-    """``ckpt`` itself, or for ``ckpt=best`` the best run's checkpoint (of ``arch``, else overall).
-
-    Raises ``CheckpointError`` saying what to train when no finished run is found.
-    """
-    if str(ckpt) != "best":
-        return Path(ckpt)
+def best_run(outputs_root: str | os.PathLike, arch: str | None = None) -> RunRecord:
+    """``find_best``, or a ``CheckpointError`` saying what to train when no finished run is found."""
     best = find_best(outputs_root, arch)
     if best is None:
         what = f"arch={arch}" if arch else "any architecture"
         raise CheckpointError(f"no finished run of {what} under {outputs_root}; train one: "
                               f"python -m cnn_lightning.train model={arch or 'tiny'}")
-    return best.checkpoint
+    return best
+
+
+def choose_checkpoint(ckpt: str, arch: str | None, outputs_root: str | os.PathLike) -> Path:
+    """``ckpt`` itself, or for ``ckpt=best`` the best run's checkpoint (of ``arch``, else overall)."""
+    return Path(ckpt) if str(ckpt) != "best" else best_run(outputs_root, arch).checkpoint
 
 
 # Architectures in the order the app lists them; any other name found is listed after these.

@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cnn_lightning.callbacks.render import caption_grid, render_confusion, to_hwc
-from cnn_lightning.checkpoints import CheckpointError, RunRecord, find_best, find_runs, load_model
+from cnn_lightning.checkpoints import CheckpointError, RunRecord, best_run, find_runs, load_model
 from cnn_lightning.config import ConfigError, check_evaluate_config, register
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.sweep import write_atomically
@@ -83,14 +83,8 @@ def choose_members(cfg: DictConfig) -> list[RunRecord | Path]:
             raise SystemExit(f"no finished runs{seed} of {', '.join(missing) or 'any net'} under "
                              f"{cfg.outputs_root}; train first: make train")
         return members
-    if cfg.ckpt != "best":
-        return [Path(cfg.ckpt)]
-    best = find_best(cfg.outputs_root, cfg.arch)
-    if best is None:
-        what = f"arch={cfg.arch}" if cfg.arch else "any architecture"
-        raise SystemExit(f"no finished run of {what} under {cfg.outputs_root}; train one: "
-                         f"python -m cnn_lightning.train model={cfg.arch or 'tiny'}")
-    return [best]
+    # the run's record, not only its file, so that metrics.json names the model, seed and val acc
+    return [Path(cfg.ckpt)] if cfg.ckpt != "best" else [best_run(cfg.outputs_root, cfg.arch)]
 
 
 def evaluate(cfg: DictConfig) -> dict:

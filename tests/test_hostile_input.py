@@ -191,6 +191,7 @@ CASES = [
     ("evaluate", ["ensemble_models=[tiny,resnet]"], "['resnet'] not among"),
     ("evaluate", ["ensemble_seed=-3"], "ensemble_seed=-3"),
     ("evaluate", ["outputs_root={missing}"], "no such directory"),
+    ("evaluate", ["outputs_root={dir}"], "no finished run of any architecture under"),
     ("evaluate", ["data.eval_batch_size=0"], "data.eval_batch_size=0"),
     ("summary", ["model.net.kernel_size=27"], "(W - F + 2P)/S + 1"),
     ("summary", ["model.net.c1=-3"], "model.net.c1=-3"),
