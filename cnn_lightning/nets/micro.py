@@ -2,7 +2,7 @@
 Lin et al. 2013): the last conv gives one map per digit and their global averages are the logits.
 
     block     layers                          output (28x28 input)   RF
-    conv1     3x3, 8, BN, ReLU                8 x 26 x 26             3
+    conv1     3x3, 10, BN, ReLU               10 x 26 x 26            3
     conv2     3x3, 12, BN, ReLU               12 x 24 x 24            5
     pool      2x2 max, stride 2               12 x 12 x 12            6
     conv3     3x3, 12, BN, ReLU               12 x 10 x 10           10
@@ -26,7 +26,7 @@ from cnn_lightning.nets.layers import conv_bn_relu, pool
 class MicroNet(nn.Module):
     def __init__(
         self,
-        c1: int = 8,
+        c1: int = 10,
         c2: int = 12,
         c3: int = 12,
         c4: int = 12,
