@@ -137,7 +137,9 @@ class Augment:
         # The Gaussian blur (zero beyond the border, truncated at 3 sigma) as two small matrix
         # products, rows then columns: 0.7 ms for a batch of 128 on one CPU thread, against 45 ms
         # for a 2-D convolution with the same kernel.
-        field = self._blur_matrix(h, images.device) @ field @ self._blur_matrix(w, images.device).T
+        rows = self._blur_matrix(h, images.device)
+        columns = rows if w == h else self._blur_matrix(w, images.device)
+        field = rows @ field @ columns.T
         # pixels -> [-1, 1] units: the image spans 2 units over w (x) and h (y) pixels
         unit = torch.tensor([2.0 / w, 2.0 / h], device=images.device)
         return field.permute(0, 2, 3, 1) * (self.elastic_alpha * unit)
