@@ -125,7 +125,6 @@ class Augment:
             grid = grid + self.elastic_displacement(images)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-
     def elastic_displacement(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 2) offsets in grid_sample's [-1, 1] units, one smooth field per sample.
 
