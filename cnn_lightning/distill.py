@@ -7,8 +7,8 @@ outputs root when training starts, never the run being trained); ``temperature``
 
     (1 - alpha) * CE(student, labels) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
-Teachers are loaded with ``load_model`` (the bounded, ``weights_only`` loader), frozen, kept in
-eval mode and held outside the student's module tree: they are in no state_dict, checkpoint,
+Teachers are loaded with ``load_model`` (the bounded, ``weights_only`` loader) once per process,
+frozen, kept in eval mode and held outside the student's module tree: they are in no state_dict, checkpoint,
 optimizer or layer table, and a student checkpoint loads without them.
 """
 
@@ -70,10 +70,26 @@ def teacher_paths(teacher: Any, outputs_root: str | os.PathLike | None = None,
     return [Path(t) for t in teachers]
 
 
-def _frozen(net: nn.Module) -> nn.Module:
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
+# Teacher nets read so far in this process, by (real path, size, mtime): the start-up check,
+# train.py's resolve and the Classifier each ask for the teachers, and one read serves all three.
+_loaded: dict[tuple[str, int, int], nn.Module] = {}
+
+
+def load_teacher(path: str | os.PathLike) -> nn.Module:
+    """The net in checkpoint ``path`` (``load_model``: bounded, ``weights_only``), frozen and in
+    eval mode; read once per process unless the file changes."""
+    real = os.path.realpath(path)
+    try:
+        stat = os.stat(real)
+    except OSError:
+        return load_model(path)  # load_model says what is wrong with the path
+    key = (real, stat.st_size, stat.st_mtime_ns)
+    if key not in _loaded:
+        net = load_model(path)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        _loaded[key] = net.eval()
+    return _loaded[key]
 
 
 class Teachers:
@@ -82,7 +98,7 @@ class Teachers:
 
     def __init__(self, paths: list[str | os.PathLike]):
         self.paths = [str(p) for p in paths]
-        self.nets = [_frozen(load_model(p)) for p in self.paths]
+        self.nets = [load_teacher(p) for p in self.paths]
 
     def __deepcopy__(self, memo: dict) -> Teachers:
         return self
@@ -131,7 +147,7 @@ def resolve(distill: dict | None, outputs_root: str | os.PathLike | None,
         raise CheckpointError(f"model.distill.teacher={teacher}: {err}") from None
     for path in paths:
         try:
-            load_model(path)  # bounded and small: the file, its net and its weights
+            load_teacher(path)  # the whole check (bounded: file, net, weights); Teachers reuses it
         except CheckpointError as err:
             raise CheckpointError(f"model.distill.teacher: {err}") from None
     return {**merged, "teacher": [str(p) for p in paths]}

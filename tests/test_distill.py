@@ -121,6 +121,31 @@ def test_copies_of_the_student_share_its_teachers(teachers):
     assert copy.deepcopy(module).teachers is module.teachers
 
 
+def test_a_teacher_file_is_read_once_until_it_changes(teachers, tmp_path, monkeypatch):
+    """The start-up check, train.py's resolve and the Classifier all ask for the teacher: one read."""
+    reads = []
+
+    def counting_load_model(path):
+        reads.append(str(path))
+        return load_model(path)
+
+    monkeypatch.setattr(kd, "_loaded", {})
+    monkeypatch.setattr(kd, "load_model", counting_load_model)
+    own_copy = tmp_path / "teacher.ckpt"
+    shutil.copy(teachers[0], own_copy)
+    for _ in range(2):  # check_train_config, then train()
+        resolved = kd.resolve({"teacher": str(own_copy)}, None)
+    module = Classifier(name="tiny", net=TINY, optimizer=SGD, distill=resolved)
+    assert reads == [str(own_copy)]
+    (teacher,) = module.teachers.nets
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+    shutil.copy(teachers[1], own_copy)  # another net in the same file: read again, not the stale one
+    (changed,) = kd.Teachers([own_copy]).nets
+    assert reads == [str(own_copy)] * 2
+    assert type(changed).__name__ == "LeNet5" and type(teacher).__name__ == "TinyNet"
+
+
 def test_gradients_reach_only_the_student(teachers, batch):
     module = student(teachers[0]).train()
     _, loss, distill_loss = module.training_loss(*batch)
