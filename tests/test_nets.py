@@ -21,7 +21,8 @@ def compose_model(name: str, *overrides: str):
 
 
 @pytest.mark.parametrize("net", [LeNet5(), LeNet5(activation="sigmoid", pool_type="avg"), AlexNetLite(),
-                                 AlexNetLite(lrn=True), TinyNet(), MicroNet()], ids=lambda net: type(net).__name__)
+                                 AlexNetLite(lrn=True), AlexNetLite(batch_norm=True), TinyNet(), MicroNet()],
+                         ids=lambda net: type(net).__name__)
 def test_every_net_maps_a_batch_of_digits_to_ten_logits(net):
     assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
@@ -85,6 +86,24 @@ def test_lenet_batch_norm_follows_each_conv_when_asked():
     assert net.features.conv1.bias is None and net.features.bn1.num_features == 16
     assert net.features.bn2.num_features == 32
     assert net(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_alexnet_batch_norm_follows_each_conv_when_asked():
+    plain = AlexNetLite()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
+    net = AlexNetLite(batch_norm=True, lrn=True)
+    assert list(dict(net.features.named_children())) == [
+        "conv1", "bn1", "relu1", "norm1", "pool1", "conv2", "bn2", "relu2", "norm2", "pool2",
+        "conv3", "bn3", "relu3", "conv4", "bn4", "relu4", "conv5", "bn5", "relu5", "pool3"]
+    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in net.features if isinstance(m, nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [b.num_features for b in norms] == [32, 64, 96, 96, 64]
+    assert all(c.bias is None for c in convs)  # BatchNorm's shift replaces the conv's bias
+    # from the command line: the same net plus BatchNorm's 2 x 352 parameters, less the 352 conv biases
+    configured = build_model(to_plain(compose_model("alexnet_lite", "model.net.batch_norm=true").model.net)).net
+    assert isinstance(configured.features.bn5, nn.BatchNorm2d)
+    assert trainable(configured) == trainable(plain) + 352
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])

@@ -15,6 +15,8 @@
 
 ReLU after every conv and hidden FC layer; local response normalisation after conv1 and conv2
 (as in the paper) only when ``lrn`` is set, since the seed calls it "not common anymore".
+``batch_norm=True`` puts a BatchNorm after each of the five convs (before its ReLU), the norm
+layer that replaced LRN after the paper.
 conv1 has no padding: MNIST's border is empty, and 24 leaves the last pool a whole 5x5 to cover.
 """
 
@@ -39,6 +41,7 @@ class AlexNetLite(nn.Module):
         pool_stride: int = 2,
         lrn: bool = False,
         lrn_size: int = 5,            # the paper's k=2, n=5, alpha=1e-4, beta=0.75
+        batch_norm: bool = False,     # BatchNorm after each conv; the paper has none
         fc: int = 512,
         dropout: float = 0.5,
         num_classes: int = 10,
@@ -53,16 +56,23 @@ class AlexNetLite(nn.Module):
         def norm():
             return [nn.LocalResponseNorm(lrn_size, alpha=1e-4, beta=0.75, k=2.0)] if lrn else []
 
+        def conv(i, cin, cout, kernel, **kwargs):
+            """conv<i> (no bias under BatchNorm: it has its own), bn<i> when asked, relu<i>."""
+            layers = [(f"conv{i}", nn.Conv2d(cin, cout, kernel, bias=not batch_norm, **kwargs))]
+            if batch_norm:
+                layers.append((f"bn{i}", nn.BatchNorm2d(cout)))
+            return [*layers, (f"relu{i}", relu())]
+
         layers = [
-            ("conv1", nn.Conv2d(1, c1, kernel_size, stride=stride, padding=padding)), ("relu1", relu()),
+            *conv(1, 1, c1, kernel_size, stride=stride, padding=padding),
             *(("norm1", m) for m in norm()),
             ("pool1", pool(pool_type, pool_size, pool_stride)),
-            ("conv2", nn.Conv2d(c1, c2, 3, padding=1)), ("relu2", relu()),
+            *conv(2, c1, c2, 3, padding=1),
             *(("norm2", m) for m in norm()),
             ("pool2", pool(pool_type, pool_size, pool_stride)),
-            ("conv3", nn.Conv2d(c2, c3, 3, padding=1)), ("relu3", relu()),
-            ("conv4", nn.Conv2d(c3, c4, 3, padding=1)), ("relu4", relu()),
-            ("conv5", nn.Conv2d(c4, c5, 3, padding=1)), ("relu5", relu()),
+            *conv(3, c2, c3, 3, padding=1),
+            *conv(4, c3, c4, 3, padding=1),
+            *conv(5, c4, c5, 3, padding=1),
             ("pool3", pool(pool_type, pool_size, pool_stride)),
         ]
         self.features = nn.Sequential(OrderedDict(layers))
@@ -83,7 +93,8 @@ class AlexNetLite(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x):
         return self.classifier(self.features(x))
