@@ -1,7 +1,7 @@
 """The tiny net: under 8,000 parameters, in the style of seed 001.
 
     block     layers                          output (28x28 input)   RF
-    conv1     3x3, 8, BN, ReLU, dropout       8 x 26 x 26             3
+    conv1     3x3, 10, BN, ReLU, dropout      10 x 26 x 26            3
     conv2     3x3, 16, BN, ReLU, dropout      16 x 24 x 24            5
     squeeze   1x1, 8            (transition)  8 x 24 x 24             5
     pool      2x2 max, stride 2 (transition)  8 x 12 x 12             6
@@ -28,7 +28,7 @@ from cnn_lightning.nets.layers import conv_bn_relu, pool
 class TinyNet(nn.Module):
     def __init__(
         self,
-        c1: int = 8,
+        c1: int = 10,
         c2: int = 16,
         squeeze: int = 8,            # channels out of the 1x1 transition conv
         c3: int = 16,
