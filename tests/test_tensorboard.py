@@ -104,7 +104,7 @@ def test_hparams_session_holds_the_runs_settings_and_hp_metrics(events, trained_
     assert set(hparams_tags) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
     start = metadata.parse_session_start_info_plugin_data(hparams_tags[metadata.SESSION_START_INFO_TAG])
     values = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
-    assert values["name"] == "tiny" and values["net/c1"] == 8 and values["optimizer/lr"] == 0.05
+    assert values["name"] == "tiny" and values["net/c1"] == 10 and values["optimizer/lr"] == 0.05
     assert values["batch_size"] == 128 and values["max_epochs"] == 1 and values["augment/enabled"] == "True"
     assert "hp_metric" not in events.Tags()["scalars"]
     assert events.Scalars("hp/val_acc_best")[-1].value == pytest.approx(summary["val_acc_best"])
@@ -205,7 +205,7 @@ def test_first_conv_kernels(events):
     assert tag.endswith("conv1.conv")
     start, end = events.Images(tag)
     assert (start.step, end.step) == (0, FAST_BATCHES)
-    assert (end.width, end.height) == (8 * 42 + 2, 42 + 2)  # 8 kernels of 3x3, 40 px each
+    assert (end.width, end.height) == (8 * 42 + 2, 2 * 42 + 2)  # 10 kernels of 3x3, 40 px each: 8 a row
     assert not np.array_equal(picture(start), picture(end))  # training changed them
 
 
