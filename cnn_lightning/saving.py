@@ -27,15 +27,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except RuntimeError as err:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
             # torch.save closing its zip after a failed write raises "unexpected pos" and hides
             # the cause (a full disk, ENOSPC): raise that cause, which says what went wrong.
-            if isinstance(err.__context__, OSError):
+            if isinstance(err, RuntimeError) and isinstance(err.__context__, OSError):
                 raise err.__context__ from None
-            raise
-        except BaseException:
-            tmp.unlink(missing_ok=True)
             raise
 
 
