@@ -36,6 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+class Interrupted(RuntimeError):
+    """Training stopped by SIGTERM or SIGINT, with a resumable checkpoint saved."""
+
+
 class InterruptCheckpoint(Callback):
     """SIGTERM and SIGINT stop training at the end of the current batch and save ``last.ckpt``
     (atomically, through the trainer's checkpoint IO), which ``resume=<run dir>`` continues from.

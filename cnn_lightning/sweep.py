@@ -103,12 +103,17 @@ def write_leaderboard(root: str | os.PathLike) -> dict[str, Any]:
 
 class LeaderboardCallback(Callback):
     """Hydra callback: after every job of a multirun, (re)write the leaderboard at the sweep root,
-    so that a failed job neither hides the others (Hydra's sweep stops at a failed job and never
-    calls ``on_multirun_end``) nor vanishes: it is marked by ``failed.json`` in its directory."""
+    so that a failed job neither hides the others (Hydra never calls ``on_multirun_end`` when a job
+    failed) nor vanishes: it is marked by ``failed.json`` in its directory.
+
+    A job stopped by Ctrl-C or SIGTERM stops the sweep: Hydra would count it as one failed job and
+    start the next, so a sweep of nine jobs would need nine Ctrl-Cs."""
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
         from hydra.types import RunMode
+
+        from cnn_lightning.saving import Interrupted
 
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value  # Hydra keeps the job's exception there
@@ -117,6 +122,9 @@ class LeaderboardCallback(Callback):
             write_atomically(Path(config.hydra.runtime.output_dir) / "failed.json", json.dumps(failed, indent=2) + "\n")
         if config.hydra.mode == RunMode.MULTIRUN:
             write_leaderboard(config.hydra.sweep.dir)
+            if job_return.status == JobStatus.FAILED and isinstance(error, Interrupted):
+                # SystemExit is no Exception: it passes Hydra's handlers and ends the sweep here
+                raise SystemExit(f"train: sweep stopped, later jobs not started: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_leaderboard(config.hydra.sweep.dir)

@@ -31,7 +31,7 @@ from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.config import ConfigError, check_train_config, distill_settings, project_root, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
-from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint
+from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
 
@@ -132,10 +132,6 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
-class Interrupted(RuntimeError):
-    """Training stopped by SIGTERM or SIGINT, with a resumable checkpoint saved."""
-
-
 # What a user did wrong (or asked for): one line and a non-zero exit, never a traceback.
 USER_ERRORS = (ConfigError, CheckpointError, MNISTUnavailableError, Interrupted, FloatingPointError)
 
@@ -181,7 +177,7 @@ def main(cfg: DictConfig) -> float | None:
         return train(cfg)["val_acc_best"]
     except USER_ERRORS as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweep goes on; its leaderboard marks this job failed
+            raise  # its leaderboard marks this job failed; the sweep goes on, unless interrupted
         raise SystemExit("train: " + " ".join(line.strip() for line in str(err).splitlines())) from None
 
 

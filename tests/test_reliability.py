@@ -113,6 +113,28 @@ def test_a_signal_saves_a_mid_epoch_checkpoint_and_exits_non_zero(tmp_path, unin
     assert b["test_acc"] == a["test_acc"]
 
 
+def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnn_lightning.train", "-m", *RESUMABLE, "seed=5,6", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 900
+    while not list(sweep.glob("*/checkpoints/last.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the second epoch of the first job
+    assert proc.poll() is None, "the first job finished before it could be interrupted; make it longer"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert "sweep stopped, later jobs not started: training stopped by SIGINT at epoch 1" in stderr, stderr[-3000:]
+    jobs = [d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    assert len(jobs) == 1, "the second job started after Ctrl-C"
+    failed = json.loads((jobs[0] / "failed.json").read_text())
+    assert failed["seed"] == 5 and f"resume={jobs[0]}" in failed["error"]
+    assert "failed: Interrupted" in (sweep / "leaderboard.md").read_text()
+
+
 def test_resume_with_more_epochs_extends_the_one_cycle_schedule(tmp_path, trained_run):
     run_dir = tmp_path / "extended"
     shutil.copytree(trained_run, run_dir)
