@@ -74,13 +74,15 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, uninterrupted
     assert len(list((crashed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
-def _start_and_wait_for_first_epoch(run_dir: Path) -> subprocess.Popen:
+def _start_and_wait_for_first_epoch(watched: Path, *overrides: str, multirun: bool = False) -> subprocess.Popen:
+    """Start a RESUMABLE training and return once a ``last.ckpt`` below ``watched`` (a run or sweep
+    directory) shows that its first epoch is done."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cnn_lightning.train", *RESUMABLE, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "cnn_lightning.train", *(["-m"] if multirun else []), *RESUMABLE, *overrides],
         cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 900
-    while not (run_dir / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list(watched.glob("**/checkpoints/last.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # into the second epoch
     assert proc.poll() is None, "the run finished before it could be interrupted; make it longer"
@@ -90,7 +92,7 @@ def _start_and_wait_for_first_epoch(run_dir: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_a_mid_epoch_checkpoint_and_exits_non_zero(tmp_path, uninterrupted, signum):
     run_dir = tmp_path / "interrupted"
-    proc = _start_and_wait_for_first_epoch(run_dir)
+    proc = _start_and_wait_for_first_epoch(run_dir, f"hydra.run.dir={run_dir}")
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0
@@ -115,15 +117,7 @@ def test_a_signal_saves_a_mid_epoch_checkpoint_and_exits_non_zero(tmp_path, unin
 
 def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir):
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cnn_lightning.train", "-m", *RESUMABLE, "seed=5,6", f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 900
-    while not list(sweep.glob("*/checkpoints/last.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # into the second epoch of the first job
-    assert proc.poll() is None, "the first job finished before it could be interrupted; make it longer"
+    proc = _start_and_wait_for_first_epoch(sweep, "seed=5,6", f"hydra.sweep.dir={sweep}", multirun=True)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
