@@ -115,14 +115,14 @@ class LeaderboardCallback(Callback):
 
         from cnn_lightning.saving import Interrupted
 
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # Hydra keeps the job's exception there
+        error = job_return._return_value if job_return.status == JobStatus.FAILED else None  # the job's exception
+        if error is not None:
             failed = {"model": config.get("model", {}).get("name", "?"), "seed": config.get("seed"),
                       "error": f"{type(error).__name__}: {error}".splitlines()[0][:500]}
             write_atomically(Path(config.hydra.runtime.output_dir) / "failed.json", json.dumps(failed, indent=2) + "\n")
         if config.hydra.mode == RunMode.MULTIRUN:
             write_leaderboard(config.hydra.sweep.dir)
-            if job_return.status == JobStatus.FAILED and isinstance(error, Interrupted):
+            if isinstance(error, Interrupted):
                 # SystemExit is no Exception: it passes Hydra's handlers and ends the sweep here
                 raise SystemExit(f"train: sweep stopped, later jobs not started: {error}")
 
