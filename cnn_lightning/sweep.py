@@ -10,8 +10,11 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +110,13 @@ class LeaderboardCallback(Callback):
     failed) nor vanishes: it is marked by ``failed.json`` in its directory.
 
     A job stopped by Ctrl-C or SIGTERM stops the sweep: Hydra would count it as one failed job and
-    start the next, so a sweep of nine jobs would need nine Ctrl-Cs."""
+    start the next, so a sweep of nine jobs would need nine Ctrl-Cs. In a parallel sweep the
+    signal may reach only the parent process (``kill PID``, ``docker stop``), which passes it on to
+    the running jobs so that each saves a resumable checkpoint; a second signal stops at once."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            _pass_stop_signals_to_workers(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -128,6 +137,43 @@ class LeaderboardCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_leaderboard(config.hydra.sweep.dir)
+
+
+def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> None:
+    """Make SIGTERM and SIGINT to this process (the parent of a joblib sweep) reach its worker
+    processes: the jobs stop at a batch end and save ``last.ckpt``. The parent waits (at most
+    ``grace_s``) until every started job has ended, with a summary or a ``failed.json``, because
+    joblib kills the other workers as soon as the first job's stop reaches it. With no worker to
+    tell, or at a second signal, the original handlers act at once."""
+    original = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def stopping(job: Path) -> bool:
+        return not (job / "summary.json").exists() and not (job / "failed.json").exists()
+
+    def pass_on(signum: int, frame: Any) -> None:
+        workers = multiprocessing.active_children()  # joblib's loky workers are among them
+        if pass_on.done or not workers:
+            for s, handler in original.items():
+                signal.signal(s, handler)
+            signal.raise_signal(signum)
+            return
+        pass_on.done = True
+        log.warning("%s: stopping the running jobs at their next batch (again to stop at once)",
+                    signal.Signals(signum).name)
+        for worker in workers:
+            try:
+                os.kill(worker.pid, signum)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
+        jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()]
+        deadline = time.monotonic() + grace_s
+        while (any(stopping(job) for job in jobs) and any(w.is_alive() for w in workers)
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+
+    pass_on.done = False
+    for signum in original:
+        signal.signal(signum, pass_on)
 
 
 if __name__ == "__main__":

@@ -74,12 +74,14 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, uninterrupted
     assert len(list((crashed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
-def _start_and_wait_for_first_epoch(watched: Path, *overrides: str, multirun: bool = False) -> subprocess.Popen:
+def _start_and_wait_for_first_epoch(watched: Path, *overrides: str, multirun: bool = False,
+                                    own_process_group: bool = False) -> subprocess.Popen:
     """Start a RESUMABLE training and return once a ``last.ckpt`` below ``watched`` (a run or sweep
     directory) shows that its first epoch is done."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnn_lightning.train", *(["-m"] if multirun else []), *RESUMABLE, *overrides],
         cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=own_process_group,
     )
     deadline = time.monotonic() + 900
     while not list(watched.glob("**/checkpoints/last.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
@@ -127,6 +129,32 @@ def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir
     failed = json.loads((jobs[0] / "failed.json").read_text())
     assert failed["seed"] == 5 and f"resume={jobs[0]}" in failed["error"]
     assert "failed: Interrupted" in (sweep / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["SIGTERM to the parent", "Ctrl-C to the process group"])
+def test_a_stopped_parallel_sweep_saves_every_running_job_mid_epoch(tmp_path, mnist_dir, to_group):
+    # `kill PID` or `docker stop` signal the parent alone, a terminal's Ctrl-C the whole group;
+    # the jobs run in joblib's worker processes.
+    sweep = tmp_path / "sweep"
+    proc = _start_and_wait_for_first_epoch(sweep, "seed=5,6", f"hydra.sweep.dir={sweep}", "hydra/launcher=parallel",
+                                           "hydra.launcher.n_jobs=2", multirun=True, own_process_group=to_group)
+    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)  # both jobs past their first epoch
+    signum = signal.SIGINT if to_group else signal.SIGTERM
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"sweep stopped, later jobs not started: training stopped by {signum.name} at epoch 1" in stderr, stderr[-3000:]
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert len(jobs) == 2
+    for job in jobs:
+        failed = json.loads((job / "failed.json").read_text())
+        assert f"resume={job}" in failed["error"], failed
+        last = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["epoch"] == 1 and 0 < last["MNISTDataModule"]["train_batches_done"] < 150, "not saved mid-epoch"
 
 
 def test_resume_with_more_epochs_extends_the_one_cycle_schedule(tmp_path, trained_run):
