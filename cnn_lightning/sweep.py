@@ -6,6 +6,7 @@ Written at the sweep root by a Hydra callback when a multirun ends, or at any ti
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -146,32 +147,31 @@ def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> No
     joblib kills the other workers as soon as the first job's stop reaches it. With no worker to
     tell, or at a second signal, the original handlers act at once."""
     original = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    passed_on = False
 
     def stopping(job: Path) -> bool:
         return not (job / "summary.json").exists() and not (job / "failed.json").exists()
 
     def pass_on(signum: int, frame: Any) -> None:
+        nonlocal passed_on
         workers = multiprocessing.active_children()  # joblib's loky workers are among them
-        if pass_on.done or not workers:
+        if passed_on or not workers:
             for s, handler in original.items():
                 signal.signal(s, handler)
             signal.raise_signal(signum)
             return
-        pass_on.done = True
+        passed_on = True
         log.warning("%s: stopping the running jobs at their next batch (again to stop at once)",
                     signal.Signals(signum).name)
         for worker in workers:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(worker.pid, signum)
-            except ProcessLookupError:  # it ended meanwhile
-                pass
-        jobs = [d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()]
+        jobs = [d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
         deadline = time.monotonic() + grace_s
         while (any(stopping(job) for job in jobs) and any(w.is_alive() for w in workers)
                and time.monotonic() < deadline):
             time.sleep(0.1)
 
-    pass_on.done = False
     for signum in original:
         signal.signal(signum, pass_on)
 
