@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -56,7 +57,14 @@ class InterruptCheckpoint(Callback):
     def _on_signal(self, signum, frame) -> None:
         self.signal_name = self.signal_name or signal.Signals(signum).name
         if callable(self._lightning_sigterm):  # Lightning's handler: stop at the batch end
-            self._lightning_sigterm(signal.SIGTERM, frame)
+            # It logs "Received SIGTERM", which would misname a Ctrl-C; the stop message names it.
+            lightning_log = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+            was_disabled = lightning_log.disabled
+            lightning_log.disabled = was_disabled or signum != signal.SIGTERM
+            try:
+                self._lightning_sigterm(signal.SIGTERM, frame)
+            finally:
+                lightning_log.disabled = was_disabled
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning installed its SIGTERM handler when fit began; wrap it to learn the signal.

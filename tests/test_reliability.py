@@ -100,6 +100,7 @@ def test_a_signal_saves_a_mid_epoch_checkpoint_and_exits_non_zero(tmp_path, unin
     assert proc.returncode != 0
     assert f"training stopped by {signal.Signals(signum).name} at epoch 1" in stderr, stderr[-2000:]
     assert f"resume={run_dir}" in stderr and "Traceback" not in stderr
+    assert ("Received SIGTERM" in stderr) == (signum == signal.SIGTERM), "Lightning's log misnames the signal"
     checkpoints = run_dir / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     done = last["MNISTDataModule"]["train_batches_done"]
