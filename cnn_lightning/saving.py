@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class Interrupted(RuntimeError):
     """Training stopped by SIGTERM or SIGINT, with a resumable checkpoint saved."""
+
+
+class StopSignals:
+    """Outside ``trainer.fit`` (a run starting up, or testing) there is no batch end to wait for
+    and nothing to save: within ``with StopSignals():`` SIGTERM and SIGINT raise ``Interrupted`` at
+    once, a one-line stop instead of a KeyboardInterrupt traceback or a silent kill. ``fitting()``
+    stands aside for the fit, where Lightning's handler and ``InterruptCheckpoint`` stop at a batch
+    end and save (Lightning would call any handler it finds from its own, mid-step)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.phase = "while the run was starting (nothing to resume: run it again)"
+        self._outer: dict[int, Any] = {}
+
+    def _stop(self, signum, frame) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name} {self.phase}")
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            self._outer = {s: signal.signal(s, self._stop) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._outer.items():
+            signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def fitting(self):
+        for signum, handler in self._outer.items():
+            signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            self.phase = "after training, while testing the best checkpoint"
+            for signum in self._outer:
+                signal.signal(signum, self._stop)
 
 
 class InterruptCheckpoint(Callback):

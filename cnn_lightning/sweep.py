@@ -171,6 +171,12 @@ def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> No
         while (any(stopping(job) for job in jobs) and any(w.is_alive() for w in workers)
                and time.monotonic() < deadline):
             time.sleep(0.1)
+        killed = [w for w in workers if w.exitcode is not None and w.exitcode < 0]
+        if killed:  # still starting (importing, before cnn_lightning.train's handlers): joblib would
+            # report a TerminatedWorkerError traceback for them; they had nothing to save
+            write_leaderboard(sweep_dir)
+            raise SystemExit(f"train: sweep stopped by {signal.Signals(signum).name} while {len(killed)} of its "
+                             f"jobs were starting (they had nothing to save); leaderboard: {sweep_dir / 'leaderboard.md'}")
 
     for signum in original:
         signal.signal(signum, pass_on)

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
@@ -31,7 +32,7 @@ from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.config import ConfigError, check_train_config, distill_settings, project_root, register
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
-from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted
+from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted, StopSignals
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
 
@@ -66,7 +67,8 @@ def _test_best(trainer: L.Trainer, model: L.LightningModule, datamodule, best_pa
     return results["test/acc"]
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, stop_signals: StopSignals | None = None) -> dict:
+    stop_signals = stop_signals or StopSignals()  # entered by main(); a bare one stands aside for nothing
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -89,7 +91,8 @@ def train(cfg: DictConfig) -> dict:
                      distill["temperature"], distill["weight"])
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        with stop_signals.fitting():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     except SIGTERMException:  # Lightning stopped at a batch end; InterruptCheckpoint saved it
         where = f"saved {interrupt.path}; resume with: python -m cnn_lightning.train resume={cfg.paths.output_dir}"
         raise Interrupted(f"training stopped by {getattr(interrupt, 'signal_name', None) or 'SIGTERM'} at "
@@ -173,11 +176,15 @@ def expand_resume(argv: list[str]) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        check_train_config(cfg)  # before any data is read or model built
-        return train(cfg)["val_acc_best"]
-    except USER_ERRORS as err:
+        with StopSignals() as stop_signals:
+            check_train_config(cfg)  # before any data is read or model built
+            return train(cfg, stop_signals)["val_acc_best"]
+    except (*USER_ERRORS, InstantiationException) as caught:
+        err = caught.__cause__ if isinstance(caught, InstantiationException) else caught
+        if not isinstance(err, USER_ERRORS):  # a stop signal inside instantiate arrives wrapped
+            raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # its leaderboard marks this job failed; the sweep goes on, unless interrupted
+            raise err from None  # its leaderboard marks this job failed; the sweep goes on, unless interrupted
         raise SystemExit("train: " + " ".join(line.strip() for line in str(err).splitlines())) from None
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 import cnn_lightning
 from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.mnist_files import RAW_SHA256, raw_dir, sha256
-from cnn_lightning.saving import AtomicCheckpointIO
+from cnn_lightning.saving import AtomicCheckpointIO, Interrupted, StopSignals
 from cnn_lightning.sweep import write_leaderboard
 
 RESUMABLE = [  # 2 epochs of 150 batches: long enough to kill one in the middle of an epoch
@@ -130,6 +130,20 @@ def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir
     failed = json.loads((jobs[0] / "failed.json").read_text())
     assert failed["seed"] == 5 and f"resume={jobs[0]}" in failed["error"]
     assert "failed: Interrupted" in (sweep / "leaderboard.md").read_text()
+
+
+def test_a_signal_outside_the_fit_stops_at_once_and_names_the_phase():
+    before = {s: signal.getsignal(s) for s in StopSignals.SIGNALS}
+    with StopSignals() as stop_signals:
+        with pytest.raises(Interrupted, match="stopped by SIGINT while the run was starting"):
+            signal.raise_signal(signal.SIGINT)
+        with stop_signals.fitting():  # Lightning's and InterruptCheckpoint's turn: the process's own handlers
+            assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        with pytest.raises(Interrupted, match="stopped by SIGTERM after training, while testing"):
+            signal.raise_signal(signal.SIGTERM)
+    assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["SIGTERM to the parent", "Ctrl-C to the process group"])
