@@ -39,6 +39,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+# The signals that stop a run: SIGTERM (kill, a scheduler, docker stop) and SIGINT (Ctrl-C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class Interrupted(RuntimeError):
     """Training stopped by SIGTERM or SIGINT, with a resumable checkpoint saved."""
 
@@ -50,8 +54,6 @@ class StopSignals:
     stands aside for the fit, where Lightning's handler and ``InterruptCheckpoint`` stop at a batch
     end and save (Lightning would call any handler it finds from its own, mid-step)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self):
         self.phase = "while the run was starting (nothing to resume: run it again)"
         self._outer: dict[int, Any] = {}
@@ -61,7 +63,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            self._outer = {s: signal.signal(s, self._stop) for s in self.SIGNALS}
+            self._outer = {s: signal.signal(s, self._stop) for s in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -108,7 +110,7 @@ class InterruptCheckpoint(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning installed its SIGTERM handler when fit began; wrap it to learn the signal.
         self._lightning_sigterm = signal.getsignal(signal.SIGTERM)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def on_train_end(self, trainer, pl_module) -> None:

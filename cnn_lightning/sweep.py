@@ -146,7 +146,9 @@ def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> No
     ``grace_s``) until every started job has ended, with a summary or a ``failed.json``, because
     joblib kills the other workers as soon as the first job's stop reaches it. With no worker to
     tell, or at a second signal, the original handlers act at once."""
-    original = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    from cnn_lightning.saving import STOP_SIGNALS
+
+    original = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     passed_on = False
 
     def stopping(job: Path) -> bool:

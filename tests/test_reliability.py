@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 import cnn_lightning
 from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.mnist_files import RAW_SHA256, raw_dir, sha256
-from cnn_lightning.saving import AtomicCheckpointIO, Interrupted, StopSignals
+from cnn_lightning.saving import STOP_SIGNALS, AtomicCheckpointIO, Interrupted, StopSignals
 from cnn_lightning.sweep import write_leaderboard
 
 RESUMABLE = [  # 2 epochs of 150 batches: long enough to kill one in the middle of an epoch
@@ -74,17 +74,18 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, uninterrupted
     assert len(list((crashed / "tensorboard").glob("events.out.tfevents.*"))) >= 2
 
 
-def _start_and_wait_for_first_epoch(watched: Path, *overrides: str, multirun: bool = False,
+def _start_and_wait_for_first_epoch(watched: Path, *overrides: str, multirun: bool = False, runs: int = 1,
                                     own_process_group: bool = False) -> subprocess.Popen:
-    """Start a RESUMABLE training and return once a ``last.ckpt`` below ``watched`` (a run or sweep
-    directory) shows that its first epoch is done."""
+    """Start a RESUMABLE training and return once ``runs`` ``last.ckpt`` files below ``watched`` (a
+    run or sweep directory) show that that many runs are past their first epoch."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnn_lightning.train", *(["-m"] if multirun else []), *RESUMABLE, *overrides],
         cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=own_process_group,
     )
     deadline = time.monotonic() + 900
-    while not list(watched.glob("**/checkpoints/last.ckpt")) and proc.poll() is None and time.monotonic() < deadline:
+    while (len(list(watched.glob("**/checkpoints/last.ckpt"))) < runs and proc.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.05)
     time.sleep(1.0)  # into the second epoch
     assert proc.poll() is None, "the run finished before it could be interrupted; make it longer"
@@ -133,17 +134,17 @@ def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir
 
 
 def test_a_signal_outside_the_fit_stops_at_once_and_names_the_phase():
-    before = {s: signal.getsignal(s) for s in StopSignals.SIGNALS}
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     with StopSignals() as stop_signals:
         with pytest.raises(Interrupted, match="stopped by SIGINT while the run was starting"):
             signal.raise_signal(signal.SIGINT)
         with stop_signals.fitting():  # Lightning's and InterruptCheckpoint's turn: the process's own handlers
-            assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before
+            assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
             with pytest.raises(KeyboardInterrupt):
                 signal.raise_signal(signal.SIGINT)
         with pytest.raises(Interrupted, match="stopped by SIGTERM after training, while testing"):
             signal.raise_signal(signal.SIGTERM)
-    assert {s: signal.getsignal(s) for s in StopSignals.SIGNALS} == before
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["SIGTERM to the parent", "Ctrl-C to the process group"])
@@ -152,9 +153,7 @@ def test_a_stopped_parallel_sweep_saves_every_running_job_mid_epoch(tmp_path, mn
     # the jobs run in joblib's worker processes.
     sweep = tmp_path / "sweep"
     proc = _start_and_wait_for_first_epoch(sweep, "seed=5,6", f"hydra.sweep.dir={sweep}", "hydra/launcher=parallel",
-                                           "hydra.launcher.n_jobs=2", multirun=True, own_process_group=to_group)
-    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2 and proc.poll() is None:
-        time.sleep(0.05)  # both jobs past their first epoch
+                                           "hydra.launcher.n_jobs=2", multirun=True, runs=2, own_process_group=to_group)
     signum = signal.SIGINT if to_group else signal.SIGTERM
     if to_group:
         os.killpg(proc.pid, signum)
