@@ -2,7 +2,7 @@
 
     block     layers                          output (28x28 input)   RF
     conv1     3x3, 10, BN, ReLU, dropout      10 x 26 x 26            3
-    conv2     3x3, 16, BN, ReLU, dropout      16 x 24 x 24            5
+    conv2     3x3, 18, BN, ReLU, dropout      18 x 24 x 24            5
     squeeze   1x1, 8            (transition)  8 x 24 x 24             5
     pool      2x2 max, stride 2 (transition)  8 x 12 x 12             6
     conv3     3x3, 16, BN, ReLU, dropout      16 x 10 x 10           10
@@ -29,7 +29,7 @@ class TinyNet(nn.Module):
     def __init__(
         self,
         c1: int = 10,
-        c2: int = 16,
+        c2: int = 18,
         squeeze: int = 8,            # channels out of the 1x1 transition conv
         c3: int = 16,
         c4: int = 16,
