@@ -145,6 +145,7 @@ class TrainConf:
     seed: int = 42
     ckpt_path: str | None = None
     test: bool = True
+    max_params: int | None = None  # the net's parameter budget (tiny 7,999, micro 4,999); None: none
 
 
 def register() -> None:
@@ -267,15 +268,30 @@ def check_train_config(cfg: DictConfig) -> None:
     net = OmegaConf.select(cfg, "model.net")
     if net is not None:
         try:
-            check_net(to_plain(net))
+            built = check_net(to_plain(net))
         except ValueError as err:
             raise net_config_error(err) from None
+        _check_budget(cfg, built)
     if cfg.get("ckpt_path"):
         try:
             load_model(cfg.ckpt_path)  # bounded, and small: the whole check, NaN weights included
         except CheckpointError as err:
             raise ConfigError(f"ckpt_path: {err}") from None
     distill_settings(cfg)
+
+
+def _check_budget(cfg: DictConfig, net) -> None:
+    """A ConfigError when the net has more trainable parameters than ``max_params``: the count
+    the product promises for tiny and micro, kept however the widths are overridden or searched."""
+    budget = cfg.get("max_params")
+    if budget is None:
+        return
+    _number(cfg, "max_params", 1, None, whole=True)
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    if params > budget:
+        name = OmegaConf.select(cfg, "model.name") or "the net"
+        raise ConfigError(f"{name}: {params:,} trainable parameters, over its budget max_params={budget:,}; "
+                          "narrow its layers, or lift the budget with max_params=null")
 
 
 def distill_settings(cfg: DictConfig) -> dict | None:

@@ -41,7 +41,8 @@ def second_run(tmp_path_factory, mnist_dir) -> Path:
     # Only a few batches: the tests switch to it and compare with it, they need no accuracy.
     overrides = [o for o in FAST if not o.startswith(("trainer.limit_train_batches", "trainer.limit_val_batches"))]
     result = run_train(*overrides, "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
-                       "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", f"hydra.run.dir={run_dir}")
+                       "model.name=tiny_wide", "model.net.c1=12", "model.net.c2=20", "max_params=null",
+                       f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
 

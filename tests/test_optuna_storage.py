@@ -70,3 +70,43 @@ def test_two_processes_run_one_new_study_side_by_side(tmp_path, mnist_dir):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert study.trials[0].params != study.trials[1].params
     check_study_folder(tmp_path, study)
+
+
+
+def run_width_search(root: Path, *widths: str) -> subprocess.CompletedProcess:
+    """``hparams_search=tiny_widths``, two trials, with the widths' choices narrowed by ``widths``."""
+    argv = [a.replace("tiny_optuna", "tiny_widths").replace("n_trials=1", "n_trials=2") for a in SEARCH]
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_lightning.train", *argv, *widths, f"paths.log_dir={root}"],
+        cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600,
+    )
+
+
+def width_study(root: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny_widths", storage=f"sqlite:///{root}/optuna.db")
+
+
+def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_dir):
+    # every choice over tiny's 7,999: both trials fail before training, and the search says so in a line
+    done = run_width_search(tmp_path / "over", "model.net.c2=choice(64)")
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert ("Study tiny_widths: no trial finished; the first failed with ConfigError: tiny: 11,260 trainable "
+            "parameters, over its budget max_params=7,999") in done.stderr, done.stderr[-3000:]
+    study = width_study(tmp_path / "over")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    rows = list(csv.DictReader((tmp_path / "over" / "studies" / "tiny_widths" / "leaderboard.csv").open()))
+    assert len(rows) == 2 and all("over its budget max_params=7,999" in r["status"] for r in rows), rows
+    assert not list((tmp_path / "over").rglob("*.ckpt"))
+
+    # widths under it train, with the recipe held at tiny's own
+    narrow = ["model.net.c1=choice(8)", "model.net.c2=choice(14)", "model.net.squeeze=choice(8)",
+              "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
+    done = run_width_search(tmp_path / "under", *narrow)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = width_study(tmp_path / "under")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in study.trials:
+        job = next((tmp_path / "under" / "studies" / "tiny_widths").glob(f"trial{trial.number}_tiny_*"))
+        config = (job / ".hydra" / "config.yaml").read_text()
+        assert f"c5: {trial.params['model.net.c5']}" in config and "max_lr: 0.2" in config
+        assert read_summary(job)["params"] < 8000

@@ -10,7 +10,9 @@ subclass adds what continuing a study and sharing it between processes need:
   start-up trials;
 - every job learns its trial number in the study (``hydra.job.env_set.OPTUNA_TRIAL_NUMBER``), so
   that its directory is named by it: job numbers restart at 0 in every process, trial numbers
-  do not.
+  do not;
+- a search none of whose trials finished (every one over ``max_params``, say) ends with one line
+  naming the first failure, instead of Optuna's "Record does not exist" from asking for the best.
 
 Hydra loads sweepers only from the ``hydra_plugins`` package, hence this module's place.
 """
@@ -21,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
@@ -42,6 +46,10 @@ def sqlite_file(storage: Any) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+class NoTrialFinished(CompactHydraException):
+    """Hydra prints this one as its message alone."""
+
+
 class StudySweeper(OptunaSweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -59,6 +67,26 @@ class StudySweeper(OptunaSweeper):
             return [(*o, f"+hydra.job.env_set.{TRIAL_NUMBER}={t.number}") for t, o in zip(trials, overrides, strict=True)]
 
         impl._configure_trials = numbered
+        self.finished, self.first_failure = 0, None
+        launch = impl.launcher.launch
+
+        def counted(*args, **kwargs):
+            returns = launch(*args, **kwargs)
+            self.finished += sum(r.status == JobStatus.COMPLETED for r in returns)
+            failures = [r._return_value for r in returns if r.status == JobStatus.FAILED]
+            self.first_failure = self.first_failure or (failures[0] if failures else None)
+            return returns
+
+        impl.launcher.launch = counted
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return super().sweep(arguments)
+        except ValueError:  # optuna's best_trial of a study with no finished trial
+            if self.finished:
+                raise
+            first = f"{type(self.first_failure).__name__}: {self.first_failure}" if self.first_failure else "none ran"
+            raise NoTrialFinished(f"Study {self.sweeper.study_name}: no trial finished; the first failed with {first}") from None
 
     @staticmethod
     def _register_launch(impl) -> int:
