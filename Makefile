@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 ARGS   ?=
 
-.PHONY: setup train test app lint clean-outputs
+.PHONY: setup train test app lint clean-outputs qt-libs qt-window-libs
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 qt-libs:
 	@if ! QT_QPA_PLATFORM=offscreen $(PY) -c "from PySide6 import QtWidgets" 2>/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null; \
 	  else echo "PySide6 cannot load; install your system's EGL/GL, xkbcommon and fontconfig libraries"; fi; \
 	fi
 
@@ -35,8 +35,22 @@ train: setup
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(ARGS)
 
-app: setup
+app: setup qt-window-libs
 	$(PY) -m gui $(ARGS)
+
+# A real window goes through Qt's xcb plugin, whose X11 libraries a bare Debian/Ubuntu lacks
+# (libxcb-cursor0 first; Qt's "Qt for X11 Requirements"). Installed when missing and root, else named.
+XCB_PACKAGES := libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+	libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libx11-xcb1
+qt-window-libs:
+	@plugin="$$($(PY) -c 'from PySide6.QtCore import QLibraryInfo as Q; print(Q.path(Q.LibraryPath.PluginsPath))')/platforms/libqxcb.so"; \
+	missing="$$(ldd "$$plugin" 2>/dev/null | awk '/not found/ {print $$1}' | sort -u | tr '\n' ' ')"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "Qt's xcb plugin lacks $$missing; installing $(XCB_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(XCB_PACKAGES) >/dev/null; \
+	  else echo "Qt's xcb plugin lacks $$missing: install them (Debian/Ubuntu: apt-get install $(XCB_PACKAGES))"; fi; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check .
