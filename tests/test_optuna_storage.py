@@ -13,6 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import ROOT, read_summary, train_env
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cnn_lightning.config import project_root, register
 
 SEARCH = [  # one trial of a real but very short training
     "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
@@ -110,3 +114,17 @@ def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_d
         config = (job / ".hydra" / "config.yaml").read_text()
         assert f"c5: {trial.params['model.net.c5']}" in config and "max_lr: 0.2" in config
         assert read_summary(job)["params"] < 8000
+
+
+def test_width_search_holds_the_recipe_at_tinys_own():
+    # its fixed values must follow conf/model/tiny.yaml, or the search would compare widths on another recipe
+    register()
+    with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.3"):
+        search = compose(config_name="train", overrides=["hparams_search=tiny_widths"], return_hydra_config=True)
+        tiny = compose(config_name="train", overrides=["model=tiny"])
+    fixed = {k: v for k, v in search.hydra.sweeper.params.items() if not str(v).startswith("choice(")}
+    assert set(fixed) == {"model.scheduler.max_lr", "model.optimizer.weight_decay", "model.net.dropout", "data.batch_size"}
+    for key, value in fixed.items():
+        assert float(value) == OmegaConf.select(tiny, key), key
+    searched = [k for k in search.hydra.sweeper.params if k not in fixed]
+    assert searched == [f"model.net.{w}" for w in ("c1", "c2", "squeeze", "c3", "c4", "c5")]

@@ -83,9 +83,9 @@ class StudySweeper(OptunaSweeper):
         try:
             return super().sweep(arguments)
         except ValueError:  # optuna's best_trial of a study with no finished trial
-            if self.finished:
+            if self.finished or self.first_failure is None:
                 raise
-            first = f"{type(self.first_failure).__name__}: {self.first_failure}" if self.first_failure else "none ran"
+            first = f"{type(self.first_failure).__name__}: {self.first_failure}"
             raise NoTrialFinished(f"Study {self.sweeper.study_name}: no trial finished; the first failed with {first}") from None
 
     @staticmethod
