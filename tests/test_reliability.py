@@ -133,7 +133,16 @@ def test_ctrl_c_stops_a_whole_sweep_not_only_its_current_job(tmp_path, mnist_dir
     assert "failed: Interrupted" in (sweep / "leaderboard.md").read_text()
 
 
-def test_a_signal_outside_the_fit_stops_at_once_and_names_the_phase():
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own SIGINT handler for the test, whatever this process inherited: a background job
+    of a non-interactive shell (`make test &`) starts with SIGINT ignored."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+def test_a_signal_outside_the_fit_stops_at_once_and_names_the_phase(python_ctrl_c):
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     with StopSignals() as stop_signals:
         with pytest.raises(Interrupted, match="stopped by SIGINT while the run was starting"):
