@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
-from cnn_lightning.config import project_root
+from cnn_lightning.config import project_root, register
 from cnn_lightning.mnist_files import prepare_mnist, raw_dir
 
 ROOT = Path(project_root())
@@ -24,6 +25,13 @@ FAST = [  # a real but short run: 60 training batches, small val/test
     "trainer.limit_test_batches=2",
     "~callbacks.progress_bar",
 ]
+
+
+def compose_train(*overrides: str):
+    """The training config as ``python -m cnn_lightning.train`` composes it, Hydra's own node included."""
+    register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
 @pytest.fixture(scope="module")

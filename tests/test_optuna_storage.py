@@ -12,22 +12,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, read_summary, train_env
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, compose_train, read_summary, train_env
 from omegaconf import OmegaConf
 
-from cnn_lightning.config import project_root, register
-
-SEARCH = [  # one trial of a real but very short training
-    "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
-    "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false", "~callbacks.progress_bar",
+SHORT = [  # each trial a real but very short training
+    "trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "test=false",
+    "~callbacks.progress_bar",
 ]
 
 
 def start_search(root: Path) -> subprocess.Popen:
-    """The search with everything under ``root``: the study in root/optuna.db, runs in root/studies/."""
+    """The search, one trial, with everything under ``root``: the study in root/optuna.db, runs in root/studies/."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cnn_lightning.train", *SEARCH, f"paths.log_dir={root}"],
+        [sys.executable, "-m", "cnn_lightning.train", "hparams_search=tiny_optuna", "hydra.sweeper.n_trials=1", *SHORT,
+         f"paths.log_dir={root}"],
         cwd=ROOT, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -37,8 +35,8 @@ def finish(process: subprocess.Popen) -> None:
     assert process.returncode == 0, out[-2000:] + err[-3000:]
 
 
-def load(root: Path) -> optuna.Study:
-    return optuna.load_study(study_name="tiny_optuna", storage=f"sqlite:///{root}/optuna.db")
+def load(root: Path, study: str = "tiny_optuna") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{root}/optuna.db")
 
 
 def check_study_folder(root: Path, study: optuna.Study) -> None:
@@ -76,18 +74,13 @@ def test_two_processes_run_one_new_study_side_by_side(tmp_path, mnist_dir):
     check_study_folder(tmp_path, study)
 
 
-
 def run_width_search(root: Path, *widths: str) -> subprocess.CompletedProcess:
     """``hparams_search=tiny_widths``, two trials, with the widths' choices narrowed by ``widths``."""
-    argv = [a.replace("tiny_optuna", "tiny_widths").replace("n_trials=1", "n_trials=2") for a in SEARCH]
     return subprocess.run(
-        [sys.executable, "-m", "cnn_lightning.train", *argv, *widths, f"paths.log_dir={root}"],
+        [sys.executable, "-m", "cnn_lightning.train", "hparams_search=tiny_widths", "hydra.sweeper.n_trials=2", *SHORT,
+         *widths, f"paths.log_dir={root}"],
         cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600,
     )
-
-
-def width_study(root: Path) -> optuna.Study:
-    return optuna.load_study(study_name="tiny_widths", storage=f"sqlite:///{root}/optuna.db")
 
 
 def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_dir):
@@ -96,7 +89,7 @@ def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_d
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert ("Study tiny_widths: no trial finished; the first failed with ConfigError: tiny: 11,260 trainable "
             "parameters, over its budget max_params=7,999") in done.stderr, done.stderr[-3000:]
-    study = width_study(tmp_path / "over")
+    study = load(tmp_path / "over", "tiny_widths")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     rows = list(csv.DictReader((tmp_path / "over" / "studies" / "tiny_widths" / "leaderboard.csv").open()))
     assert len(rows) == 2 and all("over its budget max_params=7,999" in r["status"] for r in rows), rows
@@ -107,7 +100,7 @@ def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_d
               "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
     done = run_width_search(tmp_path / "under", *narrow)
     assert done.returncode == 0, done.stderr[-3000:]
-    study = width_study(tmp_path / "under")
+    study = load(tmp_path / "under", "tiny_widths")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for trial in study.trials:
         job = next((tmp_path / "under" / "studies" / "tiny_widths").glob(f"trial{trial.number}_tiny_*"))
@@ -118,10 +111,7 @@ def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_d
 
 def test_width_search_holds_the_recipe_at_tinys_own():
     # its fixed values must follow conf/model/tiny.yaml, or the search would compare widths on another recipe
-    register()
-    with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.3"):
-        search = compose(config_name="train", overrides=["hparams_search=tiny_widths"], return_hydra_config=True)
-        tiny = compose(config_name="train", overrides=["model=tiny"])
+    search, tiny = compose_train("hparams_search=tiny_widths"), compose_train("model=tiny")
     fixed = {k: v for k, v in search.hydra.sweeper.params.items() if not str(v).startswith("choice(")}
     assert set(fixed) == {"model.scheduler.max_lr", "model.optimizer.weight_decay", "model.net.dropout", "data.batch_size"}
     for key, value in fixed.items():

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_summary, train_env
-from hydra import compose, initialize_config_dir
+from conftest import ROOT, compose_train, read_summary, train_env
 
 from cnn_lightning.checkpoints import find_best, find_runs
-from cnn_lightning.config import register
 
 SHORT = [  # every job: 60 real batches, the full validation and test sets (a few seconds)
     "trainer.max_epochs=1",
@@ -121,12 +119,6 @@ def test_optuna_sweep_with_two_trials_maximises_val_acc(tmp_path, mnist_dir):
     optimum = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert optimum["best_value"] == pytest.approx(max(t["val_acc_best"] for t in trials))
     assert (tmp_path / "best.json").is_file()
-
-
-def compose_train(*overrides):
-    register()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
 def test_launcher_configs_compose():
