@@ -138,8 +138,8 @@ def spread(values) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def write_result(name: str, figures: dict, started_machine: dict) -> Path:
-    """``benchmarks/results/<name>.json``, written atomically."""
+def write_result(name: str, figures: dict, started_machine: dict, results_dir: Path = RESULTS) -> Path:
+    """``benchmarks/results/<name>.json`` (or ``results_dir/<name>.json``), written atomically."""
     record = {
         "benchmark": name,
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -148,8 +148,8 @@ def write_result(name: str, figures: dict, started_machine: dict) -> Path:
         "load_average_after": load_average(),
         **figures,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)

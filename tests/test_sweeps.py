@@ -86,6 +86,29 @@ def test_ensemble_of_one_seed_and_chosen_nets(sweep_dir, tmp_path):
     assert missing.returncode != 0 and "no finished runs of seed 2 of micro" in missing.stderr
 
 
+def test_ensemble_rules_benchmark_scores_a_run_as_training_and_evaluate_did(sweep_dir, tmp_path):
+    # benchmarks/ensemble_rules.py recomputes accuracies from the checkpoints; for one member, its
+    # validation and test figures must be the ones Lightning logged for that checkpoint.
+    run = next(r for r in find_runs(sweep_dir) if r.seed == 1)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/ensemble_rules.py", f"--runs-dir={sweep_dir}", "--seed=1", "--models", "tiny",
+         f"--results-dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=train_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "ensemble_rules.json").read_text())
+    assert figures["members"] == {"tiny": str(run.checkpoint)}
+    for rule in ("mean of softmax", "tiny alone"):
+        assert figures["val_acc"][rule] == pytest.approx(run.val_acc, abs=1e-6)
+        assert figures["test_acc"][rule] == pytest.approx(run.test_acc, abs=1e-6)
+    assert 0.5 < figures["test_acc"]["mean of softmax, test-time shifts"] <= 1
+    assert figures["best_subset_on_val"] is None  # subsets need three members
+    missing = subprocess.run(
+        [sys.executable, "benchmarks/ensemble_rules.py", f"--runs-dir={sweep_dir}", "--models", "tiny", "micro",
+         f"--results-dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=train_env(),
+    )
+    assert missing.returncode == 2 and "no seed-1 run of micro" in missing.stderr
+
+
 def test_evaluate_with_nothing_trained_says_what_to_run(tmp_path):
     result = run_module("cnn_lightning.evaluate", f"outputs_root={tmp_path}", "arch=lenet", f"hydra.run.dir={tmp_path / 'e'}")
     assert result.returncode != 0
