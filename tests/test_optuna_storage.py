@@ -118,3 +118,40 @@ def test_width_search_holds_the_recipe_at_tinys_own():
         assert float(value) == OmegaConf.select(tiny, key), key
     searched = [k for k in search.hydra.sweeper.params if k not in fixed]
     assert searched == [f"model.net.{w}" for w in ("c1", "c2", "squeeze", "c3", "c4", "c5")]
+
+
+NARROW = ["model.net.c1=choice(8)", "model.net.c2=choice(14)", "model.net.squeeze=choice(8)",
+          "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
+
+
+def test_a_search_with_seeds_scores_each_trial_by_the_mean_of_its_seeds(tmp_path, mnist_dir):
+    done = run_width_search(tmp_path, *NARROW, "hydra.sweeper.seeds=[1,2]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load(tmp_path, "tiny_widths")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    folder = tmp_path / "studies" / "tiny_widths"
+    for trial in study.trials:
+        jobs = {seed: next(folder.glob(f"trial{trial.number}_tiny_seed{seed}_*")) for seed in (1, 2)}
+        summaries = {seed: read_summary(job) for seed, job in jobs.items()}
+        assert [s["seed"] for s in summaries.values()] == [1, 2]
+        assert len({(job / ".hydra" / "config.yaml").read_text().replace("seed: 2", "seed: 1") for job in jobs.values()}) == 1
+        by_seed = {str(seed): s["val_acc_best"] for seed, s in summaries.items()}
+        assert trial.user_attrs["value_by_seed"] == pytest.approx(by_seed)
+        assert trial.value == pytest.approx((by_seed["1"] + by_seed["2"]) / 2)
+    assert len(list(csv.DictReader((folder / "leaderboard.csv").open()))) == 4  # a row per run
+
+    # every seed of every trial over the budget: the trials fail, and the search says why in a line
+    over = run_width_search(tmp_path / "over", "model.net.c2=choice(64)", "hydra.sweeper.seeds=[1,2]")
+    assert over.returncode != 0 and "Traceback" not in over.stderr, over.stderr[-3000:]
+    assert "no trial finished; the first failed with ConfigError: tiny: 11,260" in over.stderr, over.stderr[-3000:]
+    assert [t.state for t in load(tmp_path / "over", "tiny_widths").trials] == [optuna.trial.TrialState.FAIL] * 2
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["seed=3"], "hydra.sweeper.seeds=[1, 2] gives each trial its seeds; drop the seed override"),
+    (["hydra.sweeper.seeds=[1,1]"], "hydra.sweeper.seeds repeats a seed: [1, 1]"),
+])
+def test_seeds_that_conflict_are_refused_before_any_trial(tmp_path, bad, message):
+    done = run_width_search(tmp_path, "hydra.sweeper.seeds=[1,2]", *bad)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert load(tmp_path, "tiny_widths").trials == []  # no trial asked for and left running

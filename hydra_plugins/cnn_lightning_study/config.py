@@ -1,0 +1,22 @@
+"""The config of ``hydra/sweeper=optuna_study``: Hydra's Optuna sweeper's, and ``seeds``.
+
+No ``from __future__ import annotations`` here: Hydra's plugin scan runs this module without
+registering it in ``sys.modules``, where a dataclass would look its string annotations up.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+
+@dataclass
+class StudySweeperConf(OptunaSweeperConf):
+    _target_: str = "hydra_plugins.cnn_lightning_study.study.StudySweeper"
+    # Each trial trained once per seed, scored by the mean of their returns (None: once, with `seed`).
+    seeds: Optional[list[int]] = None  # noqa: UP045  (OmegaConf reads the annotation; it knows no `X | None`)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study_base", node=StudySweeperConf,
+                             provider="cnn_lightning")
