@@ -74,6 +74,11 @@ def test_two_processes_run_one_new_study_side_by_side(tmp_path, mnist_dir):
     check_study_folder(tmp_path, study)
 
 
+# Width choices all under tiny's budget: every trial trains.
+NARROW = ["model.net.c1=choice(8)", "model.net.c2=choice(14)", "model.net.squeeze=choice(8)",
+          "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
+
+
 def run_width_search(root: Path, *widths: str) -> subprocess.CompletedProcess:
     """``hparams_search=tiny_widths``, two trials, with the widths' choices narrowed by ``widths``."""
     return subprocess.run(
@@ -96,9 +101,7 @@ def test_width_search_fails_trials_over_the_budget_and_goes_on(tmp_path, mnist_d
     assert not list((tmp_path / "over").rglob("*.ckpt"))
 
     # widths under it train, with the recipe held at tiny's own
-    narrow = ["model.net.c1=choice(8)", "model.net.c2=choice(14)", "model.net.squeeze=choice(8)",
-              "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
-    done = run_width_search(tmp_path / "under", *narrow)
+    done = run_width_search(tmp_path / "under", *NARROW)
     assert done.returncode == 0, done.stderr[-3000:]
     study = load(tmp_path / "under", "tiny_widths")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -118,10 +121,6 @@ def test_width_search_holds_the_recipe_at_tinys_own():
         assert float(value) == OmegaConf.select(tiny, key), key
     searched = [k for k in search.hydra.sweeper.params if k not in fixed]
     assert searched == [f"model.net.{w}" for w in ("c1", "c2", "squeeze", "c3", "c4", "c5")]
-
-
-NARROW = ["model.net.c1=choice(8)", "model.net.c2=choice(14)", "model.net.squeeze=choice(8)",
-          "model.net.c3=choice(12)", "model.net.c4=choice(12)", "model.net.c5=choice(12, 14)"]
 
 
 def test_a_search_with_seeds_scores_each_trial_by_the_mean_of_its_seeds(tmp_path, mnist_dir):
