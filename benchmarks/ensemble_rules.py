@@ -26,18 +26,15 @@ from common import RESULTS, ROOT, add_threads_option, start, write_result  # put
 
 from cnn_lightning.checkpoints import find_runs, load_model
 from cnn_lightning.data import MNISTDataModule
+from cnn_lightning.evaluate import predict_proba
 
 SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # (rows, columns); digits sit well inside the border
 
 
-@torch.no_grad()
-def shifted_log_probs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(shifts, N, 10) log-softmax of uint8 images (N, 1, 28, 28) and of their one-pixel shifts."""
-    images = images.float() / 255
-    return torch.stack([
-        torch.cat([model(chunk).float().log_softmax(1) for chunk in images.roll(shift, (2, 3)).split(1000)])
-        for shift in SHIFTS
-    ])
+def shifted_probs(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(shifts, N, 10) softmax, as ``cnn_lightning.evaluate`` computes it, of uint8 images
+    (N, 1, 28, 28) and of their one-pixel shifts."""
+    return torch.stack([predict_proba(model, images.roll(shift, (2, 3)), torch.device("cpu")) for shift in SHIFTS])
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -62,28 +59,28 @@ def main() -> None:
     data.prepare_data()
     data.setup("test")
 
-    log_probs = {split: {} for split in ("val", "test")}  # split -> model -> (shifts, N, 10)
+    probs = {split: {} for split in ("val", "test")}  # split -> model -> (shifts, N, 10)
     for name in args.models:
-        model = load_model(runs[name].checkpoint).eval()
-        for split in log_probs:
-            log_probs[split][name] = shifted_log_probs(model, data.splits[split][0])
+        model = load_model(runs[name].checkpoint)
+        for split in probs:
+            probs[split][name] = shifted_probs(model, data.splits[split][0])
 
     def rules(split: str) -> dict[str, float]:
-        labels, members = data.splits[split][1], log_probs[split]
-        plain = torch.stack([lp[0] for lp in members.values()])  # (members, N, 10), unshifted
+        labels, members = data.splits[split][1], probs[split]
+        plain = torch.stack([p[0] for p in members.values()])  # (members, N, 10), unshifted
         scores = {
-            "mean of softmax": accuracy(plain.exp().mean(0), labels),
-            "mean of log-softmax": accuracy(plain.mean(0), labels),
+            "mean of softmax": accuracy(plain.mean(0), labels),
+            "mean of log-softmax": accuracy(plain.log().mean(0), labels),
             "mean of softmax, test-time shifts": accuracy(
-                torch.stack([lp.exp().mean(0) for lp in members.values()]).mean(0), labels),
+                torch.stack([p.mean(0) for p in members.values()]).mean(0), labels),
         }
-        for name, lp in members.items():
-            scores[f"{name} alone"] = accuracy(lp[0], labels)
-            scores[f"{name} alone, test-time shifts"] = accuracy(lp.exp().mean(0), labels)
+        for name, p in members.items():
+            scores[f"{name} alone"] = accuracy(p[0], labels)
+            scores[f"{name} alone, test-time shifts"] = accuracy(p.mean(0), labels)
         for size in range(2, len(members)):
             for subset in itertools.combinations(range(len(members)), size):
                 names = "+".join(args.models[i] for i in subset)
-                scores[f"subset {names}"] = accuracy(plain[list(subset)].exp().mean(0), labels)
+                scores[f"subset {names}"] = accuracy(plain[list(subset)].mean(0), labels)
         return scores
 
     val, test = rules("val"), rules("test")
