@@ -24,6 +24,11 @@ def project_root() -> str:
     return str(here) if (here / "conf" / "train.yaml").is_file() else os.getcwd()
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets: ``seed`` for ``seed=2``, ``+a.b=1`` and ``~a.b``."""
+    return str(override).split("=", 1)[0].lstrip("+~")
+
+
 # Overrides that say where things go or switch off display (or, like `model`, stand in the
 # directory name already): not part of the short name.
 NOT_IN_RUN_NAME = {"model", "ckpt_path", "paths.root_dir", "paths.log_dir", "paths.data_dir", "callbacks.progress_bar", "hparams_search", "experiment"}

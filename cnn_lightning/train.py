@@ -29,7 +29,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from cnn_lightning.checkpoints import CheckpointError
-from cnn_lightning.config import ConfigError, check_train_config, distill_settings, project_root, register
+from cnn_lightning.config import (
+    ConfigError,
+    check_train_config,
+    distill_settings,
+    override_key,
+    project_root,
+    register,
+)
 from cnn_lightning.console import quiet_libraries
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted, StopSignals
@@ -139,10 +146,6 @@ def train(cfg: DictConfig, stop_signals: StopSignals | None = None) -> dict:
 USER_ERRORS = (ConfigError, CheckpointError, MNISTUnavailableError, Interrupted, FloatingPointError)
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def null_groups_to_deletions(argv: list[str]) -> list[str]:
     """``logger=null`` (or ``none``) means "no logger": Hydra spells that ``~logger`` and meets the
     first with a traceback. Only config groups (folders of ``conf/``) are rewritten."""
@@ -168,8 +171,8 @@ def expand_resume(argv: list[str]) -> list[str]:
     if not saved.is_file() or not last.is_file():
         sys.exit(f"resume={run_dir}: not a resumable run directory (needs {saved.name} in .hydra/ and {last})")
     given = [a for a in argv if not a.startswith("resume=")]
-    replaced = {_override_key(a) for a in given} | {"hydra.run.dir", "ckpt_path"}
-    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if _override_key(o) not in replaced]
+    replaced = {override_key(a) for a in given} | {"hydra.run.dir", "ckpt_path"}
+    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if override_key(o) not in replaced]
     return [*previous, *given, f"hydra.run.dir={run_dir}", f"ckpt_path={last}"]
 
 

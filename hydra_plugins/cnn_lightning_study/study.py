@@ -124,7 +124,10 @@ class StudySweeper(OptunaSweeper):
         if self.seeds:  # before the study hands out a trial that would never finish
             if len(set(self.seeds)) != len(self.seeds):
                 raise SeedsConflict(f"hydra.sweeper.seeds repeats a seed: {self.seeds}")
-            keys = [str(a).split("=", 1)[0].lstrip("+~") for a in arguments] + list(self.sweeper.params or {})
+            # imported here: the package imports torch, and Hydra's plugin scan imports this module at every start
+            from cnn_lightning.config import override_key
+
+            keys = [override_key(a) for a in arguments] + list(self.sweeper.params or {})
             if "seed" in keys:
                 raise SeedsConflict(f"hydra.sweeper.seeds={self.seeds} gives each trial its seeds; drop the seed override")
         try:
