@@ -12,7 +12,6 @@ is ``saving.py``'s job.)
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from torch import nn
 
 from cnn_lightning import nets
 from cnn_lightning.nets.layers import Normalize
+from cnn_lightning.records import RecordError, read_failed, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -283,17 +283,24 @@ def _failed_runs(root: Path, model: str | None) -> list[RunRecord]:
     records = []
     for marker in sorted(root.rglob("failed.json")):
         try:
-            failed = json.loads(marker.read_text())
-            name, error = str(failed.get("model", "?")), str(failed.get("error", "unknown error"))
-        except (OSError, ValueError, AttributeError):
-            failed, name, error = {}, "?", "unreadable failed.json"
+            failed = read_failed(marker)
+        except RecordError as err:
+            failed = {"model": "?", "error": f"unreadable failed.json ({err})", "seed": None}
+        name, error = failed["model"], failed["error"]
         if model is None or name == model:
             records.append(RunRecord(
                 model=name, checkpoint=Path(""), val_acc=math.nan, test_acc=None, params=0, epochs=0,
-                seed=failed.get("seed"), run_dir=marker.parent,
+                seed=failed["seed"], run_dir=marker.parent,
                 status=f"failed: {error}",
             ))
     return records
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
 
 
 def find_runs(root: str | os.PathLike, model: str | None = None, include_unusable: bool = False) -> list[RunRecord]:
@@ -307,28 +314,28 @@ def find_runs(root: str | os.PathLike, model: str | None = None, include_unusabl
     records, unusable = [], []
     for summary_path in sorted(Path(root).rglob("summary.json")):
         try:
-            summary = json.loads(summary_path.read_text())
-            record = RunRecord(
-                model=str(summary["model"]),
-                checkpoint=Path(summary["best_checkpoint"]),
-                val_acc=math.nan if summary["val_acc_best"] is None else float(summary["val_acc_best"]),
-                test_acc=None if summary.get("test_acc") is None else float(summary["test_acc"]),
-                params=int(summary.get("params", 0)),
-                epochs=int(summary.get("epochs", 0)),
-                seed=summary.get("seed"),
-                run_dir=summary_path.parent,
-                wall_time_s=summary.get("wall_time_s"),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            summary = read_summary(summary_path)
+        except RecordError as err:
             log.warning("skipping %s: not a readable run summary (%s)", summary_path, err)
             continue
+        record = RunRecord(
+            model=summary["model"],
+            checkpoint=Path(summary["best_checkpoint"]),
+            val_acc=math.nan if summary["val_acc_best"] is None else float(summary["val_acc_best"]),
+            test_acc=summary["test_acc"],
+            params=summary["params"],
+            epochs=summary["epochs"],
+            seed=summary["seed"],
+            run_dir=summary_path.parent,
+            wall_time_s=summary["wall_time_s"],
+        )
         if model is not None and record.model != model:
             continue
         if not math.isfinite(record.val_acc):
-            log.warning("not ranking %s: its validation accuracy is %s", summary_path, summary["val_acc_best"])
+            log.warning("not ranking %s: it has no finite validation accuracy", summary_path)
             unusable.append(replace(record, status="nan"))
             continue
-        if not record.checkpoint.is_file():
+        if not _is_file(record.checkpoint):
             log.warning("skipping %s: its checkpoint %s is gone", summary_path, record.checkpoint)
             continue
         records.append(record)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
 
 def project_root() -> str:
@@ -153,9 +153,48 @@ class TrainConf:
     max_params: int | None = None  # the net's parameter budget (tiny 7,999, micro 4,999); None: none
 
 
+@dataclass
+class EvaluateConf:
+    data: DataConf = field(default_factory=DataConf)
+    paths: PathsConf = field(default_factory=PathsConf)
+    ckpt: str = "best"
+    arch: str | None = None
+    ensemble: bool = False
+    ensemble_per_model: int = 3
+    ensemble_seed: int | None = None
+    ensemble_models: Any = None  # a list of nets; check_evaluate_config says what else is wrong
+    outputs_root: str = MISSING
+    worst: int = 32
+    device: str = "auto"
+
+
+@dataclass
+class ExportConf:
+    data: DataConf = field(default_factory=DataConf)
+    paths: PathsConf = field(default_factory=PathsConf)
+    ckpt: str = "best"
+    arch: str | None = None
+    format: str = "onnx"
+    output: str | None = None
+    check: bool = True
+    tolerance: float = 1.0e-4
+    outputs_root: str = MISSING
+
+
+@dataclass
+class PredictConf:
+    paths: PathsConf = field(default_factory=PathsConf)
+    ckpt: str = "best"
+    arch: str | None = None
+    outputs_root: str = MISSING
+    batch_size: int = 256
+
+
 def register() -> None:
-    """Make ``train_schema`` and the project's resolvers known to Hydra (idempotent)."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConf)
+    """Make the schemas and the project's resolvers known to Hydra (idempotent)."""
+    store = ConfigStore.instance()
+    for name, node in (("train", TrainConf), ("evaluate", EvaluateConf), ("export", ExportConf), ("predict", PredictConf)):
+        store.store(name=f"{name}_schema", node=node)
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", project_root)
         OmegaConf.register_new_resolver("run_name", run_name)
@@ -223,6 +262,8 @@ def check_train_config(cfg: DictConfig) -> None:
     any model is built: a ConfigError naming the key, its value and what is allowed."""
     from cnn_lightning.checkpoints import CheckpointError, check_net, load_model
 
+    check_model_node(cfg)
+    _check_trainer_choices(cfg)
     _number(cfg, "seed", 0, 2**32 - 1, whole=True)
     val_size = OmegaConf.select(cfg, "data.val_size")
     _number(cfg, "data.val_size", 1, TRAIN_IMAGES - 1, whole=True, what="images held out of the 60,000")
@@ -233,6 +274,7 @@ def check_train_config(cfg: DictConfig) -> None:
             what=f"at most the training split, {TRAIN_IMAGES:,} - data.val_size={val_size:,}"
                  + (f", over {ranks} processes" if ranks > 1 else ""))
     _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
+    _check_data_dir(cfg)
     _number(cfg, "data.augment.degrees", 0, 180)
     _number(cfg, "data.augment.translate", 0, 1)
     _number(cfg, "data.augment.elastic_alpha", 0, 100, what="in pixels")
@@ -285,6 +327,79 @@ def check_train_config(cfg: DictConfig) -> None:
     distill_settings(cfg)
 
 
+def _check_data_dir(cfg: DictConfig) -> None:
+    """MNIST's raw files are in ``data.data_dir``, or can be put there (they are verified later)."""
+    from cnn_lightning.mnist_files import RAW_SHA256, raw_dir
+
+    data_dir = OmegaConf.select(cfg, "data.data_dir")
+    if not data_dir or all((raw_dir(data_dir) / name).is_file() for name in RAW_SHA256):
+        return
+    try:
+        check_writable_dir("data.data_dir", raw_dir(data_dir))
+    except ConfigError as err:
+        raise ConfigError(f"MNIST is not in {raw_dir(data_dir)} and {str(err).split(': ', 1)[1]}: point "
+                          "data.data_dir (or paths.data_dir) at a writable directory, or put the verified files there") from None
+
+
+def check_model_chosen(argv: list[str]) -> None:
+    """A ConfigError for ``model=null`` (or ``~model``): every command that builds a net needs one."""
+    if any(a in ("~model", "model=null", "model=none", "model=None", "model=") for a in argv):
+        raise ConfigError(f"model=null: choose a net, one of conf/model/ ({', '.join(sorted(config_groups()['model']))})")
+
+
+def check_model_node(cfg: DictConfig) -> None:
+    """``model`` is one of conf/model's configs: a mapping with a name and a ``net`` mapping."""
+    model = cfg.get("model") if not OmegaConf.is_missing(cfg, "model") else None
+    if not isinstance(model, DictConfig):
+        raise ConfigError(f"model={model}: choose a net, one of conf/model/ ({', '.join(sorted(config_groups()['model']))})")
+    net = model.get("net")
+    if not isinstance(net, DictConfig):
+        raise ConfigError(f"model.net={net}: must be a net's config (a mapping of its layer sizes), e.g. model=tiny")
+    if not isinstance(model.get("name"), str):
+        raise ConfigError(f"model.name={model.get('name')}: must be the net's name")
+    for group in ("callbacks", "logger"):
+        node = cfg.get(group)
+        entries = node.items() if group == "callbacks" and isinstance(node, DictConfig) else [(None, node)]
+        for name, entry in entries:
+            key = f"{group}.{name}" if name else group
+            if entry is not None and not (isinstance(entry, DictConfig) and isinstance(entry.get("_target_"), str)):
+                raise ConfigError(f"{key}={entry}: not a {group[:-1] if name else group} config (a mapping with _target_); "
+                                  f"choose one of conf/{group}/")
+    distill = model.get("distill")
+    if distill is not None and not isinstance(distill, DictConfig):
+        raise ConfigError(f"model.distill={distill}: must be a mapping (teacher, temperature, weight)")
+
+
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+
+
+def _check_trainer_choices(cfg: DictConfig) -> None:
+    """The Trainer's named choices, checked as Lightning would check them once training starts:
+    precision, accelerator (and whether this machine has it), strategy and validation interval."""
+    import torch
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision}: must be one of {', '.join(PRECISIONS)}")
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    available = {"auto": True, "cpu": True, "gpu": torch.cuda.is_available(), "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    if accelerator not in available:
+        raise ConfigError(f"trainer.accelerator={accelerator}: must be one of {', '.join(available)}")
+    if not available[accelerator]:
+        raise ConfigError(f"trainer.accelerator={accelerator}: no {accelerator.upper()} device on this machine; "
+                          "use trainer=cpu or trainer.accelerator=auto")
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
+        raise ConfigError(f"trainer.strategy={strategy}: not a strategy Lightning knows (auto, ddp, ddp_spawn, ...)")
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval")
+    if isinstance(interval, float):
+        _number(cfg, "trainer.val_check_interval", 0, 1, low_open=True, what="a fraction of an epoch, or whole batches")
+    elif interval is not None:
+        _number(cfg, "trainer.val_check_interval", 1, None, whole=True, what="batches, or a fraction of an epoch")
+
+
 def _check_budget(cfg: DictConfig, net) -> None:
     """A ConfigError when the net has more trainable parameters than ``max_params``: the count
     the product promises for tiny and micro, kept however the widths are overridden or searched."""
@@ -319,6 +434,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
     from cnn_lightning.checkpoints import CheckpointError, load_model
 
     _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
+    _check_data_dir(cfg)
     _number(cfg, "ensemble_per_model", 1, 1000, whole=True)
     _number(cfg, "ensemble_seed", 0, None, whole=True)
     _number(cfg, "worst", 0, TEST_IMAGES, whole=True, what="misclassified digits shown")
@@ -329,9 +445,8 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"device={device!r}: no CUDA device here (use device=auto or cpu)")
     if device == "mps" and not torch_available("mps"):
         raise ConfigError("device='mps': no MPS device here (use device=auto or cpu)")
-    models = sorted(p.stem for p in (Path(project_root()) / "conf" / "model").glob("*.yaml"))
-    if cfg.arch is not None and str(cfg.arch) not in models:
-        raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
+    models = sorted(config_groups()["model"])
+    _check_arch(cfg)
     chosen = cfg.get("ensemble_models")
     if isinstance(chosen, str) or (chosen is not None and not OmegaConf.is_list(chosen)):
         raise ConfigError(f"ensemble_models={chosen!r}: must be a list of nets, e.g. [tiny,lenet]")
@@ -343,11 +458,182 @@ def check_evaluate_config(cfg: DictConfig) -> None:
             load_model(cfg.ckpt)
         except CheckpointError as err:
             raise ConfigError(f"ckpt={cfg.ckpt}: {err}") from None
-    elif not Path(str(cfg.outputs_root)).is_dir():
-        raise ConfigError(f"outputs_root={cfg.outputs_root}: no such directory; train first: make train")
+    if cfg.ckpt == "best" or cfg.ensemble:
+        if not Path(str(cfg.outputs_root)).is_dir():
+            raise ConfigError(f"outputs_root={cfg.outputs_root}: no such directory; train first: make train")
+        from cnn_lightning.evaluate import choose_members
+
+        choose_members(cfg)  # the runs it would use exist (a CheckpointError or ConfigError if not)
+
+
+def _check_arch(cfg: DictConfig) -> None:
+    models = sorted(config_groups()["model"])
+    if cfg.arch is not None and str(cfg.arch) not in models:
+        raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
+
+
+def check_predict_config(cfg: DictConfig) -> None:
+    """predict's options (the checkpoint is checked when it is loaded)."""
+    _number(cfg, "batch_size", 1, 10_000, whole=True, what="images per forward pass")
+    _check_arch(cfg)
+
+
+def check_export_config(cfg: DictConfig) -> None:
+    """export's options, before the checkpoint is loaded or the test set read."""
+    from cnn_lightning.export import FORMATS
+
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format}: must be one of {', '.join(FORMATS)}")
+    _number(cfg, "tolerance", 0, 1e6, low_open=True, what="the largest logit difference allowed")
+    _check_arch(cfg)
 
 
 def torch_available(kind: str) -> bool:
     import torch
 
     return torch.cuda.is_available() if kind == "cuda" else torch.backends.mps.is_available()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks made before Hydra writes anything, and what a run folder may replay
+
+
+def config_groups() -> dict[str, set[str]]:
+    """Every config group of ``conf/`` (``model``, ``callbacks``, ...) and its options' names."""
+    conf = Path(project_root()) / "conf"
+    return {group.name: {p.stem for p in group.glob("*.yaml")} for group in conf.iterdir()
+            if group.is_dir() and group.name != "hydra"}
+
+
+def _strings_and_keys(value: Any):
+    """Every string and every mapping key inside a parsed override value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key), True
+            yield from _strings_and_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_and_keys(item)
+    elif isinstance(value, str):
+        yield value, False
+
+
+def check_replayed_overrides(overrides: list[str], source: str) -> None:
+    """A run folder's saved overrides (``resume=``) are settings, never code: a ConfigError for any
+    that sets Hydra's own config, a key naming code (``_target_``, ``_partial_`` ...), an
+    interpolation (``${...}`` can decode text into config), a sweep, a group option that is not a
+    file of ``conf/``, or a key added outside ``model`` (the one open part of the schema)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    groups = config_groups()
+    parser = OverridesParser.create()
+    for text in overrides:
+        shown = text.encode("unicode_escape").decode()[:120]
+
+        def refuse(why: str, shown: str = shown) -> None:
+            raise ConfigError(f"{source}: refused to replay {shown}: {why}")
+
+        try:
+            (override,) = parser.parse_overrides([text])
+        except (HydraException, ValueError) as err:
+            refuse(f"not an override ({str(err).splitlines()[0][:80]})")
+        key = override.key_or_group
+        parts = [p for p in re.split(r"[./@]", f"{key}.{override.package or ''}") if p]
+        if parts and parts[0] in ("hydra", "resume"):
+            refuse("a run folder does not set Hydra's own config")
+        if any(p.startswith("_") for p in parts):
+            refuse("it sets a key that names code (_target_ and the like)")
+        if override.is_sweep_override():
+            refuse("a sweep, not one value")
+        value = None if override.is_delete() else override.value()
+        for item, is_key in _strings_and_keys(value):
+            if is_key and item.startswith("_"):
+                refuse("its value holds a key that names code (_target_ and the like)")
+            if "${" in item:
+                refuse("an interpolation")
+        group = key.split("/")[0]
+        if group in groups:
+            if value is not None and (not isinstance(value, str) or value not in groups[group]):
+                refuse(f"not one of conf/{group}/ ({', '.join(sorted(groups[group]))})")
+        elif (override.is_add() or override.is_force_add()) and not key.startswith("model."):
+            refuse("it adds a key outside the config schema")
+
+
+def compose_run(config_name: str, overrides: list[str]) -> DictConfig | None:
+    """The config a single run of ``config_name`` with ``overrides`` gets, composed as Hydra's
+    main will compose it (its ``hydra`` node included), with ``paths.output_dir`` set to the run
+    folder it would make. A ConfigError in one line for what Hydra or OmegaConf refuse (a wrong
+    type, an unknown key or option); None for anything else, which Hydra's main then reports."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        if config_name == "train":  # the run folder's name holds model.name
+            check_model_node(cfg)
+        run_dir = str(cfg.hydra.run.dir)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_error_line(err)) from None
+    except Exception:  # noqa: BLE001 - Hydra's main composes again and reports it its own way
+        return None
+    if "paths" in cfg and "output_dir" in cfg.paths:  # else ${hydra:runtime.output_dir}, unset here
+        cfg.paths.output_dir = run_dir
+    return cfg
+
+
+# Hydra options after which no run is made (help, config printing, shell completion), and
+# multirun: a sweep's jobs are checked in their own folders, which its leaderboard lists as failed.
+NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
+                "-m", "--multirun", "-p", "--package", "--resolve", "--version")
+
+
+def check_before_writing(config_name: str, argv: list[str], check) -> None:
+    """Every check of a single run (``check(cfg)``, and that its run folder can be made), before
+    Hydra writes that folder, ``.hydra/`` or a log: a refused command leaves the file system as
+    it found it."""
+    if any(a.split("=", 1)[0] in NO_RUN_FLAGS for a in argv):
+        return
+    cfg = compose_run(config_name, [a for a in argv if not a.startswith("-")])
+    if cfg is None:  # Hydra's own message, from its main
+        return
+    if OmegaConf.select(cfg, "hydra.output_subdir") is not None:  # the command writes .hydra/ there
+        check_writable_dir("hydra.run.dir", cfg.hydra.run.dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check(cfg)
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's or OmegaConf's message in one line: its first line, and what the cause says (the
+    key and the value's problem), without the advice to set HYDRA_FULL_ERROR."""
+    def first(e: BaseException) -> str:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+        return lines[0] if lines else type(e).__name__
+
+    text, cause = first(err), err.__cause__
+    key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
+    if cause is not None and first(cause) not in text:
+        text += f": {first(cause)}"
+    if key and key not in text:
+        text += f" (key {key})"
+    return text
+
+
+def check_writable_dir(key: str, directory: str | os.PathLike) -> None:
+    """A ConfigError unless ``directory`` exists as a folder this process can write, or can be made."""
+    path = Path(directory).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise ConfigError(f"{key}={path}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: {existing} cannot be written")

@@ -42,8 +42,9 @@ def settings(distill: dict | None) -> dict | None:
     teacher, temperature, weight = merged["teacher"], merged["temperature"], merged["weight"]
     if teacher in (None, "", []):
         raise ValueError("model.distill.teacher: missing; a checkpoint path, a list of paths, or best")
-    if isinstance(teacher, (list, tuple)) and not all(isinstance(t, (str, os.PathLike)) for t in teacher):
-        raise ValueError(f"model.distill.teacher={teacher!r}: must be checkpoint paths")
+    teachers = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    if not all(isinstance(t, (str, os.PathLike)) and str(t) for t in teachers):
+        raise ValueError(f"model.distill.teacher={teacher!r}: must be a checkpoint path, a list of paths, or best")
     for key, value, ok, allowed in (
         ("temperature", temperature, lambda v: v > 0, "in (0, inf)"),
         ("weight", weight, lambda v: 0 <= v <= 1, "in [0, 1]"),

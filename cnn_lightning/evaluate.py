@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,7 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cnn_lightning.callbacks.render import caption_grid, render_confusion, to_hwc
 from cnn_lightning.checkpoints import CheckpointError, RunRecord, best_run, find_runs, load_model
-from cnn_lightning.config import ConfigError, check_evaluate_config, register
+from cnn_lightning.config import ConfigError, check_before_writing, check_evaluate_config, register
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.sweep import write_atomically
 
@@ -80,7 +81,7 @@ def choose_members(cfg: DictConfig) -> list[RunRecord | Path]:
         missing = sorted(wanted - {m.model for m in members})
         if missing or not members:
             seed = f" of seed {cfg.ensemble_seed}" if cfg.ensemble_seed is not None else ""
-            raise SystemExit(f"no finished runs{seed} of {', '.join(missing) or 'any net'} under "
+            raise ConfigError(f"no finished runs{seed} of {', '.join(missing) or 'any net'} under "
                              f"{cfg.outputs_root}; train first: make train")
         return members
     # the run's record, not only its file, so that metrics.json names the model, seed and val acc
@@ -144,5 +145,15 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit("cannot evaluate: " + " ".join(line.strip() for line in str(err).splitlines())) from None
 
 
+def cli(argv: list[str]) -> list[str]:
+    """The arguments, checked before Hydra makes the evaluation's folder: a refusal writes nothing."""
+    try:
+        check_before_writing("evaluate", argv, check_evaluate_config)
+    except (ConfigError, CheckpointError) as err:
+        raise SystemExit("cannot evaluate: " + " ".join(line.strip() for line in str(err).splitlines())) from None
+    return argv
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = cli(sys.argv[1:])
     main()

@@ -14,10 +14,13 @@ for every image and no logit differs by ``tolerance`` or more.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
+import signal
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +34,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from cnn_lightning.checkpoints import CheckpointError, choose_checkpoint, load_model, read_checkpoint
-from cnn_lightning.config import register
+from cnn_lightning.config import (
+    ConfigError,
+    check_before_writing,
+    check_export_config,
+    check_writable_dir,
+    register,
+)
+from cnn_lightning.images import shown
+from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.nets.layers import MNIST_MEAN, MNIST_STD
 
 register()
@@ -145,15 +156,53 @@ def default_target(checkpoint: Path, model_name: str, suffix: str) -> Path:
     return run_dir / "export" / f"{model_name}_{checkpoint.stem}{suffix}"
 
 
+def check_output(target: Path, checkpoint: Path) -> None:
+    """A ConfigError unless ``target`` can take the exported file: never the checkpoint itself (or
+    any other input), never a folder, device or other non-regular file, in a folder that exists or
+    can be made and is writable."""
+    if target.exists() or target.is_symlink():
+        if not target.is_file():
+            raise ConfigError(f"output={shown(target)}: not a regular file; name a file to write")
+        if target.resolve() == checkpoint.resolve() or (checkpoint.exists() and target.samefile(checkpoint)):
+            raise ConfigError(f"output={shown(target)}: that is the checkpoint being exported; name another file")
+    check_writable_dir("output", target.parent)
+
+
+def plan(cfg: DictConfig) -> tuple[Path, Format, str, Path]:
+    """(checkpoint, format, net name, target file) that ``cfg`` asks for, all checked: nothing
+    is read beyond the checkpoint and nothing written. A ConfigError or CheckpointError otherwise."""
+    check_export_config(cfg)
+    fmt = FORMATS[str(cfg.format)]
+    checkpoint = choose_checkpoint(cfg.ckpt, cfg.arch, cfg.outputs_root)
+    load_model(checkpoint)  # the whole check: bounded, and small
+    name = str(read_checkpoint(checkpoint)["hyper_parameters"].get("name") or "net")
+    target = Path(cfg.output).expanduser() if cfg.output else default_target(checkpoint, name, fmt.suffix)
+    check_output(target, checkpoint)
+    return checkpoint, fmt, name, target
+
+
+class Stopped(Exception):
+    """SIGTERM (or SIGHUP) arrived: unwind, so that the temporary file is removed."""
+
+
+@contextlib.contextmanager
+def stop_signals_unwind():
+    """SIGTERM and SIGHUP raise ``Stopped`` while the export runs, as Ctrl-C raises KeyboardInterrupt."""
+    def stop(signum, frame):
+        raise Stopped(f"stopped by {signal.Signals(signum).name}; nothing written")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def export(cfg: DictConfig) -> tuple[Path, Parity | None]:
     """Write the file ``cfg`` asks for; return its path and, with ``check``, the parity found."""
-    fmt = FORMATS.get(str(cfg.format))
-    if fmt is None:
-        raise SystemExit(f"cannot export: format={cfg.format} is not one of {', '.join(FORMATS)}")
-    checkpoint = choose_checkpoint(cfg.ckpt, cfg.arch, cfg.outputs_root)
+    checkpoint, fmt, name, target = plan(cfg)
     model = load_model(checkpoint)
-    name = str(read_checkpoint(checkpoint)["hyper_parameters"].get("name") or "net")
-    target = Path(cfg.output) if cfg.output else default_target(checkpoint, name, fmt.suffix)
     metadata = {
         "model": name, "checkpoint": str(checkpoint.resolve()),
         INPUT: "float32 (N, 1, 28, 28) in [0, 1], white ink on black as in MNIST",
@@ -162,36 +211,48 @@ def export(cfg: DictConfig) -> tuple[Path, Parity | None]:
     }
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and moved there only once checked: a failed export or check
-    # leaves the previous file, if any, as it was.
+    # Written beside the target and moved there only once checked: a failed export or check, an
+    # interrupt or a stop signal leaves the previous file, if any, as it was, and no partial file.
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        fmt.write(model, partial, metadata)
-        parity = None
-        if cfg.check:
-            datamodule = instantiate(cfg.data)
-            datamodule.prepare_data()
-            datamodule.setup("test")
-            parity = compare(model, fmt.runner(partial), *datamodule.splits["test"])
-            if not parity.holds(cfg.tolerance):
-                raise SystemExit(
-                    f"cannot export: {fmt.runtime} disagrees with PyTorch ({parity.different_digits} "
-                    f"different digits, max logit difference {parity.max_logit_diff:.2g} >= {cfg.tolerance}); "
-                    "nothing written"
-                )
-        os.replace(partial, target)
+        with stop_signals_unwind():
+            fmt.write(model, partial, metadata)
+            parity = None
+            if cfg.check:
+                datamodule = instantiate(cfg.data)
+                datamodule.prepare_data()
+                datamodule.setup("test")
+                parity = compare(model, fmt.runner(partial), *datamodule.splits["test"])
+                if not parity.holds(cfg.tolerance):
+                    raise SystemExit(
+                        f"cannot export: {fmt.runtime} disagrees with PyTorch ({parity.different_digits} "
+                        f"different digits, max logit difference {parity.max_logit_diff:.2g} >= {cfg.tolerance}); "
+                        "nothing written"
+                    )
+            os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     return target, parity
+
+
+def cli(argv: list[str]) -> list[str]:
+    """The arguments, checked before anything is read beyond the checkpoint: one line if refused."""
+    try:
+        check_before_writing("export", argv, plan)
+    except (ConfigError, CheckpointError) as err:
+        raise SystemExit(f"cannot export: {err}") from None
+    return argv
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     try:
         target, parity = export(cfg)
-    except (CheckpointError, MissingExtra) as err:  # the user's file or set-up: one line, no traceback
-        raise SystemExit(f"cannot export: {err}") from None
-    print(f"{cfg.format}: {target} ({target.stat().st_size / 1e3:,.0f} kB)")
+    except (CheckpointError, MissingExtra, ConfigError, Stopped, MNISTUnavailableError) as err:
+        raise SystemExit(f"cannot export: {err}") from None  # the user's file or set-up: one line
+    except OSError as err:  # the disk filled, or the folder went away, while writing
+        raise SystemExit(f"cannot export: {err.strerror or err}: {shown(err.filename or '')}; nothing written") from None
+    print(f"{cfg.format}: {shown(target)} ({target.stat().st_size / 1e3:,.0f} kB)")
     if parity is not None:
         print(
             f"parity with PyTorch on the {parity.images:,} test images ({FORMATS[cfg.format].runtime}): "
@@ -201,4 +262,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = cli(sys.argv[1:])
     main()

@@ -4,7 +4,10 @@ input MNIST nets expect. No Qt here: the app and scripts both build on it.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,11 @@ FIT_BOX = 20  # MNIST digits were scaled to fit 20x20, then placed in 28x28
 CENTRE_OF_MASS = 14.0
 INK_THRESHOLD = 0.1  # fraction of full intensity that counts as ink for the bounding box
 MAX_IMAGE_BYTES = 50_000_000
-MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_PIXELS = 16_000_000  # a 16-megapixel photo; the header is checked before decoding
+WORK_PIXELS = 1_000_000  # larger images are box-reduced to about this before any float copy
+# Raster formats only, decoded by Pillow itself. Never EPS/PS/PDF: Pillow hands PostScript to
+# Ghostscript, which runs the file as a program (writes files, loops forever), whatever its name.
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO", "PCX", "SGI", "QOI")
 
 
 class EmptyImageError(ValueError):
@@ -27,6 +34,18 @@ class EmptyImageError(ValueError):
 
 class ImageFileError(ValueError):
     """An image file that cannot be used (missing, unreadable, truncated, too large)."""
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as one printable line: a newline or other control character in a file name is
+    written as its escape (``\\n``), so that a message about the file stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+
+
+def image_suffixes() -> set[str]:
+    """The file name endings of ``RASTER_FORMATS``, as Pillow registers them (``.png``, ...)."""
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in RASTER_FORMATS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,49 +141,87 @@ def load_image_file(
 ) -> np.ndarray:
     """An image file as a float32 2-D array in [0, 1], ink bright on a dark background.
 
-    Any format Pillow reads; colour becomes luminance; transparency is laid on the background that
-    contrasts with the ink; a light background (judged by the median of the border pixels) is
-    inverted, so a scan of dark ink on paper works like a drawing. The background level is then
-    subtracted and the contrast stretched to full scale. Raises ``ImageFileError`` with the reason
-    for a missing, unreadable, truncated or too large file.
+    Raster formats only (``RASTER_FORMATS``: never PostScript, whatever the file's name); colour
+    becomes luminance; transparency is laid on the background that contrasts with the ink; a light
+    background (judged by the median of the border pixels) is inverted, so a scan of dark ink on
+    paper works like a drawing. The background level is then subtracted and the contrast stretched
+    to full scale. A large image is reduced to about ``WORK_PIXELS`` before any float copy, so that
+    memory stays bounded. Raises ``ImageFileError`` with the reason for a missing, unreadable,
+    truncated or too large file.
     """
     path = Path(path)
+    name = shown(path)
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise ImageFileError(f"{path}: cannot read it ({err.strerror or err})") from err
+        raise ImageFileError(f"{name}: cannot read it ({err.strerror or err})") from err
     if not path.is_file():
-        raise ImageFileError(f"{path}: not a file")
+        raise ImageFileError(f"{name}: not a file")
     if size > max_bytes:
-        raise ImageFileError(f"{path}: {size / 1e6:.0f} MB is too large for a digit (limit {max_bytes / 1e6:.0f} MB)")
+        raise ImageFileError(f"{name}: {size / 1e6:.0f} MB is too large for a digit (limit {max_bytes / 1e6:.0f} MB)")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(), Image.open(path, formats=RASTER_FORMATS) as img:
+            warnings.simplefilter("ignore")  # a damaged file's metadata warnings: it reads, or its error says why
             width, height = img.size
             if width * height > max_pixels:  # checked from the header, before decoding
-                raise ImageFileError(
-                    f"{path}: {width}x{height} pixels is too large for a digit (limit {max_pixels / 1e6:.0f} megapixels)"
-                )
+                raise ImageFileError(f"{name}: {width}x{height} pixels is too large for a digit "
+                                     f"(limit {max_pixels / 1e6:.0f} megapixels)")
             img.load()  # decodes now: a truncated or corrupt file fails here
-            img = ImageOps.exif_transpose(img)
-            gray = _luminance(img)
+            gray = _luminance(_reduced(_upright(img)))
     except ImageFileError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise ImageFileError(f"{path}: not an image Pillow can read ({err})") from err
-    except (OSError, SyntaxError, ValueError) as err:  # Pillow's "truncated"/"broken" errors
-        raise ImageFileError(f"{path}: unreadable or truncated image ({err})") from err
+        raise ImageFileError(f"{name}: not a raster image this program reads "
+                             f"({', '.join(RASTER_FORMATS)})") from err
+    except MemoryError as err:
+        raise ImageFileError(f"{name}: too large to decode in memory") from err
+    except Exception as err:  # noqa: BLE001 - any decoder's failure on a hostile file is this file's problem
+        raise ImageFileError(f"{name}: unreadable or truncated image ({_one_line(err)})") from err
     if gray.size == 0:
-        raise ImageFileError(f"{path}: the image is empty (0 pixels)")
+        raise ImageFileError(f"{name}: the image is empty (0 pixels)")
     return _ink_on_dark(gray)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return shown(text[:200])
+
+
+def _upright(img):
+    """The image turned as its EXIF orientation says; a damaged EXIF block is ignored."""
+    with contextlib.suppress(Exception):  # a fuzzed EXIF block (struct.error, ...) only loses the turn
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a large image
+    return img
+
+
+# Modes Image.reduce cannot take, and the mode each is read in instead.
+_REDUCIBLE = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+
+
+def _reduced(img):
+    """``img`` in a mode that keeps its luminance, box-reduced to at most ~``WORK_PIXELS``."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("LAB", "HSV"):  # lightness / value is the luminance
+        img = img.getchannel(0)
+    elif img.mode in _REDUCIBLE:
+        img = img.convert(_REDUCIBLE[img.mode])
+    pixels = img.width * img.height
+    if pixels > WORK_PIXELS:
+        img = img.reduce(math.ceil(math.sqrt(pixels / WORK_PIXELS)))
+    return img
 
 
 def _luminance(img) -> np.ndarray:
     """Grayscale float32 in [0, 1] from any Pillow mode."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit: scale by the range used
-        array = np.asarray(img, dtype=np.float32)
+    if img.mode in ("I", "F"):  # 32-bit integer or float: scale by the range used
+        array = np.asarray(img, dtype=np.float64)  # float64: a range near float32's limit stays finite
+        finite = np.isfinite(array)
+        if not finite.all():  # a NaN or infinite pixel takes the level of the rest
+            array = np.where(finite, array, np.median(array[finite]) if finite.any() else 0.0)
         low, high = float(array.min()), float(array.max())
-        return (array - low) / (high - low) if high > low else np.zeros_like(array)
-    if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
+        return ((array - low) / (high - low)).astype(np.float32) if high > low else np.zeros(array.shape, np.float32)
+    if "A" in img.getbands():
         la = np.asarray(img.convert("LA"), dtype=np.float32) / 255.0
         lum, alpha = la[..., 0], la[..., 1]
         opaque = alpha > 0.5

@@ -27,11 +27,17 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
-from PIL import Image
 
 from cnn_lightning.checkpoints import CheckpointError, choose_checkpoint, load_model, read_checkpoint
-from cnn_lightning.config import project_root, register
-from cnn_lightning.images import EmptyImageError, ImageFileError, load_image_file, preprocess
+from cnn_lightning.config import ConfigError, check_predict_config, hydra_error_line, project_root, register
+from cnn_lightning.images import (
+    EmptyImageError,
+    ImageFileError,
+    image_suffixes,
+    load_image_file,
+    preprocess,
+    shown,
+)
 from cnn_lightning.inference import UNSURE_BELOW
 
 OVERRIDE = re.compile(r"^[~+]{0,2}[A-Za-z_][\w.]*=")
@@ -71,17 +77,21 @@ class Result:
 def image_files(paths: list[str]) -> list[tuple[str, Path | None, str | None]]:
     """(name shown, file, None) for every file given and every image inside a folder given, in
     order; (name, None, why) for a folder without images."""
-    suffixes = set(Image.registered_extensions())
+    suffixes = image_suffixes()
     found = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-            found += [(str(p), p, None) for p in inside]
+            try:
+                inside = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            except OSError as err:
+                found.append((shown(given), None, f"{shown(given)}: cannot list this folder ({err.strerror or err})"))
+                continue
+            found += [(shown(p), p, None) for p in inside]
             if not inside:
-                found.append((given, None, f"{given}: no image files in this folder"))
+                found.append((shown(given), None, f"{shown(given)}: no image files in this folder"))
         else:  # a missing or unreadable file is reported by load_image_file, in its place
-            found.append((given, path, None))
+            found.append((shown(given), path, None))
     return found
 
 
@@ -130,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no image files or folders given")
     try:
         cfg = compose_config(overrides)
+        check_predict_config(cfg)
         checkpoint = choose_checkpoint(cfg.ckpt, cfg.arch, cfg.outputs_root)
         model = load_model(checkpoint)
         model_name = read_checkpoint(checkpoint)["hyper_parameters"].get("name")
     except (HydraException, OmegaConfBaseException) as err:
-        raise SystemExit(f"cannot predict: {str(err).splitlines()[0]}") from None
+        raise SystemExit(f"cannot predict: {hydra_error_line(err)}") from None
+    except ConfigError as err:
+        raise SystemExit(f"cannot predict: {err}") from None
     except CheckpointError as err:
         raise SystemExit(f"cannot predict: {err}") from None
 

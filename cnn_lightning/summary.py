@@ -33,7 +33,15 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from cnn_lightning.checkpoints import build_model, check_net
-from cnn_lightning.config import ConfigError, net_config_error, project_root, register, to_plain
+from cnn_lightning.config import (
+    ConfigError,
+    check_model_chosen,
+    check_model_node,
+    net_config_error,
+    project_root,
+    register,
+    to_plain,
+)
 from cnn_lightning.geometry import Geometry, pair, sliding_window
 
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -167,8 +175,10 @@ def format_table(rows: list[LayerRow]) -> str:
 def compose_net(overrides: list[str] | None = None) -> tuple[str, nn.Module]:
     """The model name and the bare net (no Normalize) that ``train.yaml`` + ``overrides`` describe."""
     register()
+    check_model_chosen(list(overrides or []))
     with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=list(overrides or []))
+    check_model_node(cfg)
     try:
         check_net(to_plain(cfg.model.net))  # on the meta device: a huge or broken net costs nothing
     except ValueError as err:

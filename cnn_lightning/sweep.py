@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnn_lightning.checkpoints import RunRecord, find_runs
+from cnn_lightning.records import RecordError, read_overrides
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,9 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def _overrides(run: RunRecord) -> str:
-    saved = run.run_dir / ".hydra" / "overrides.yaml"
     try:
-        return " ".join(yaml.safe_load(saved.read_text()) or [])
-    except (OSError, yaml.YAMLError):
+        return " ".join(read_overrides(run.run_dir / ".hydra" / "overrides.yaml"))
+    except RecordError:
         return ""
 
 

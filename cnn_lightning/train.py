@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
 import time
 import warnings
@@ -19,7 +21,6 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -31,14 +32,20 @@ from omegaconf import DictConfig
 from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.config import (
     ConfigError,
+    check_before_writing,
+    check_model_chosen,
+    check_replayed_overrides,
     check_train_config,
     distill_settings,
     override_key,
     project_root,
     register,
+    to_plain,
 )
 from cnn_lightning.console import quiet_libraries
+from cnn_lightning.images import shown
 from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.records import RecordError, read_overrides, read_summary
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted, StopSignals
 from cnn_lightning.summary import format_table, layer_table
 from cnn_lightning.sweep import write_atomically
@@ -157,23 +164,80 @@ def null_groups_to_deletions(argv: list[str]) -> list[str]:
     return out
 
 
-def expand_resume(argv: list[str]) -> list[str]:
-    """Turn ``resume=<run dir>`` into that run's own overrides, directory and ``last.ckpt``.
+def hydra_quoted(value: str | os.PathLike) -> str:
+    """``value`` as one quoted value of Hydra's override grammar: a path with spaces, quotes,
+    commas or brackets stays one path."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", str(value))
+    trailing = len(escaped) - len(escaped.rstrip("\\"))  # backslashes before the closing quote
+    return "'" + escaped + "\\" * trailing + "'"
 
-    Overrides given beside ``resume=`` win over the run's (``trainer.max_epochs=30`` extends it).
+
+def expand_resume(argv: list[str]) -> tuple[list[str], Path | None]:
+    """Turn ``resume=<run dir>`` into that run's own overrides, directory and ``last.ckpt``; also
+    return the run directory (None without ``resume=``).
+
+    The run's saved overrides are read as untrusted data: ``check_replayed_overrides`` refuses any
+    that could name code. Overrides given beside ``resume=`` win over the run's
+    (``trainer.max_epochs=30`` extends it). A ConfigError says what is wrong.
     """
     resume = [a for a in argv if a.startswith("resume=")]
     if not resume:
-        return argv
+        return argv, None
     run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
     saved = run_dir / ".hydra" / "overrides.yaml"
     last = run_dir / "checkpoints" / "last.ckpt"
     if not saved.is_file() or not last.is_file():
-        sys.exit(f"resume={run_dir}: not a resumable run directory (needs {saved.name} in .hydra/ and {last})")
+        raise ConfigError(f"resume={shown(run_dir)}: not a resumable run directory "
+                          f"(needs {saved.name} in .hydra/ and {shown(last)})")
+    try:
+        previous = read_overrides(saved)
+    except RecordError as err:
+        raise ConfigError(f"resume={shown(run_dir)}: {err}") from None
+    check_replayed_overrides(previous, f"resume={shown(run_dir)}: {saved.name}")
     given = [a for a in argv if not a.startswith("resume=")]
-    replaced = {override_key(a) for a in given} | {"hydra.run.dir", "ckpt_path"}
-    previous = [o for o in yaml.safe_load(saved.read_text()) or [] if override_key(o) not in replaced]
-    return [*previous, *given, f"hydra.run.dir={run_dir}", f"ckpt_path={last}"]
+    replaced = {override_key(a) for a in given} | {"ckpt_path"}
+    previous = [o for o in previous if override_key(o) not in replaced]
+    return [*previous, *given, f"hydra.run.dir={hydra_quoted(run_dir)}", f"ckpt_path={hydra_quoted(last)}"], run_dir
+
+
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """What resuming ``run_dir`` with ``cfg`` must not do: load its checkpoint into another net,
+    or train a finished run again (which would only re-test it and rewrite its summary)."""
+    from cnn_lightning.checkpoints import read_checkpoint
+
+    where = f"resume={shown(run_dir)}"
+    saved = read_checkpoint(cfg.ckpt_path)["hyper_parameters"]
+    if saved.get("net") != to_plain(cfg.model.net):
+        raise ConfigError(f"{where}: its checkpoint holds a {saved.get('name', '?')} net "
+                          f"({saved.get('net', {}).get('_target_', '?')}), not the {cfg.model.name} net this "
+                          "command asks for; leave model and model.net as the run had them")
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            finished = read_summary(summary)
+        except RecordError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        if cfg.trainer.max_epochs != -1 and finished["epochs"] >= cfg.trainer.max_epochs:
+            raise ConfigError(f"{where}: the run finished ({finished['epochs']} of {cfg.trainer.max_epochs} epochs); "
+                              "to train it further, add trainer.max_epochs=<more>")
+
+
+def cli(argv: list[str]) -> list[str]:
+    """The command line's arguments as Hydra's main will take them, once checked; a one-line
+    SystemExit for anything refused (nothing is written before it)."""
+    try:
+        argv, resumed = expand_resume(null_groups_to_deletions(argv))
+        check_model_chosen(argv)
+
+        def check(cfg: DictConfig) -> None:
+            check_train_config(cfg)
+            if resumed is not None:
+                check_resume(cfg, resumed)
+
+        check_before_writing("train", argv, check)
+    except (ConfigError, CheckpointError) as err:
+        raise SystemExit("train: " + " ".join(line.strip() for line in str(err).splitlines())) from None
+    return argv
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -192,5 +256,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = expand_resume(null_groups_to_deletions(sys.argv[1:]))
+    sys.argv[1:] = cli(sys.argv[1:])
     main()

@@ -10,11 +10,14 @@ checkpoint through ``load_model`` and the app's loader.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
 import random
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,10 +25,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, read_summary, train_env
+from PIL import Image
 
 import gui.__main__ as gui_cli
-from cnn_lightning import evaluate, summary, train
+from cnn_lightning import evaluate, export, predict, summary, train
 from cnn_lightning.checkpoints import CheckpointError, load_model
 from cnn_lightning.inference import Predictor
 
@@ -42,11 +47,11 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, trained_run) -> dict[str, Path]:
+def files(tmp_path_factory, trained_run, digit_png) -> dict[str, Path]:
     """Bad files of every kind, beside the real checkpoint of ``trained_run``."""
     root = tmp_path_factory.mktemp("hostile")
     good = Path(read_summary(trained_run)["best_checkpoint"])
-    made = {"good": good, "missing": root / "missing.ckpt", "dir": root}
+    made = {"good": good, "missing": root / "missing.ckpt", "dir": root, "png": digit_png}
     (made.setdefault("text", root / "notes.ckpt")).write_text("these are my notes, not a checkpoint\n")
     (made.setdefault("empty", root / "empty.ckpt")).write_bytes(b"")
     (made.setdefault("truncated", root / "truncated.ckpt")).write_bytes(good.read_bytes()[:5000])
@@ -62,6 +67,90 @@ def files(tmp_path_factory, trained_run) -> dict[str, Path]:
         torch.save(copy, made.setdefault(name, root / f"{name}.ckpt"))
     del ckpt
     return made
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory, mnist_test) -> Path:
+    """A real test digit (a 7) as a PNG file."""
+    path = tmp_path_factory.mktemp("png") / "seven.png"
+    Image.fromarray(mnist_test[0][0]).save(path)
+    return path
+
+
+def _overrides_text(overrides: list[str]) -> str:
+    return yaml.safe_dump(overrides)
+
+
+@pytest.fixture(scope="module")
+def hostile_runs(tmp_path_factory, trained_run) -> dict[str, Path]:
+    """Copies of the real run whose saved overrides or summary a hostile sender rewrote, one
+    unchanged copy (``plain``) and one under a name with spaces and quotes; ``records``: an
+    outputs root whose every summary is malformed."""
+    root = tmp_path_factory.mktemp("runs")
+    saved = yaml.safe_load((trained_run / ".hydra" / "overrides.yaml").read_text())
+    made: dict[str, Path] = {}
+
+    def run(name: str, overrides: str | bytes | None = None, summary: str | None = None) -> None:
+        made[name] = root / name
+        shutil.copytree(trained_run, made[name])
+        if overrides is not None:
+            target = made[name] / ".hydra" / "overrides.yaml"
+            target.write_bytes(overrides if isinstance(overrides, bytes) else overrides.encode())
+        if summary is not None:
+            (made[name] / "summary.json").write_text(summary)
+
+    extra = {
+        "callback_target": "+callbacks.evil={_target_:torch.load,f:/tmp/payload.pkl,weights_only:false}",
+        "callback_key": "+callbacks.evil._target_=torch.load",
+        "optimizer_target": "model.optimizer._target_=os.system",
+        "partial": "+model.optimizer._partial_=true",
+        "env_set": "+hydra.job.env_set.LD_PRELOAD=/tmp/evil.so",
+        "hydra_callback": "+hydra.callbacks.evil._target_=os.system",
+        "decode": "model.name=${oc.decode:x}",
+        "env": "model.name=${oc.env:HOME}",
+        "foreign_group": "model=../../../tmp/evil",
+        "sweep": "seed=1,2",
+        "added_key": "+trainer.plugins=[x]",
+        "garbage": "==",
+    }
+    for name, override in extra.items():
+        run(name, _overrides_text([*saved, override]))
+    run("not_a_list", "a: 1\n")
+    run("item_dict", "- {a: 1}\n")
+    run("nested", "[" * 60 + "]" * 60 + "\n")
+    run("huge", "- seed=1\n" * 200_000)
+    run("bad_yaml", "- [unclosed\n")
+    run("not_utf8", b"- seed=\xff\xfe\n")
+    run("plain")
+    run("with spaces, 'quotes'")
+    good = json.loads((trained_run / "summary.json").read_text())
+    run("bad_summary", summary=json.dumps({**good, "val_acc_best": float("inf")}))
+    records = root / "records"
+    for i, text in enumerate(_bad_summaries(good)):
+        (records / f"run{i}").mkdir(parents=True)
+        (records / f"run{i}" / "summary.json").write_text(text)
+    made["records"] = records
+    return made
+
+
+def _bad_summaries(good: dict) -> list[str]:
+    """Malformed ``summary.json`` texts of every class the tester found, none of them rankable."""
+    texts = [json.dumps({**good, key: value}) for key, value in [
+        ("val_acc_best", float("inf")), ("val_acc_best", "0.99"), ("val_acc_best", 10**400 // 10**399),
+        ("val_acc_best", True), ("val_acc_best", -0.5), ("params", float("inf")), ("params", 10**30),
+        ("params", "many"), ("epochs", 1.5), ("seed", -1), ("seed", [1]), ("model", {"a": 1}),
+        ("model", "../../evil"), ("best_checkpoint", 5), ("wall_time_s", float("-inf")), ("test_acc", "nan"),
+    ]]
+    texts += [
+        json.dumps({**good, "val_acc_best": float("nan")}),  # listed as unusable, never ranked
+        '{"model": "tiny", "val_acc_best": ' + "9" * 5000 + "}",  # past Python's int digit limit
+        "[" * 100_000 + "]" * 100_000,  # nested past the recursion limit
+        '{"model": "tiny"',  # truncated
+        "",
+        json.dumps([good]),
+        '{"model": "tiny", "val_acc_best": 0.99, "best_checkpoint": "' + "a" * 2_000_000 + '"}',
+    ]
+    return texts
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +205,7 @@ def _in_process(entry, argv: list[str], capsys) -> tuple[int, str]:
 def _hydra_main(module, config_dir_args: list[str]):
     def entry(argv: list[str]):
         sys.argv = [module.__name__, f"--config-path={ROOT / 'conf'}", *config_dir_args, *argv]
-        if module is train:
-            sys.argv[1:] = train.expand_resume(sys.argv[1:])
+        sys.argv[1:] = module.cli(sys.argv[1:])  # as `python -m <module>` does, before Hydra's main
         return module.main()
 
     return entry
@@ -127,6 +215,8 @@ QUIET = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 ENTRIES = {
     "train": lambda tmp: _hydra_main(train, [*QUIET, f"hydra.run.dir={tmp / 'run'}"]),
     "evaluate": lambda tmp: _hydra_main(evaluate, [*QUIET, f"hydra.run.dir={tmp / 'eval'}"]),
+    "export": lambda tmp: _hydra_main(export, [*QUIET, "check=false"]),
+    "predict": lambda tmp: predict.main,
     "summary": lambda tmp: summary.main,
     "gui": lambda tmp: gui_cli.main,
 }
@@ -205,17 +295,88 @@ CASES = [
     ("gui", ["--checkpoint", "{prefix_target}"], "not one of cnn_lightning.nets"),
     ("gui", ["--outputs", "{missing}"], "no such directory"),
     ("gui", ["--bogus"], "unrecognized arguments: --bogus"),
+    # ---- round 3: values outside a schema, Lightning's own choices, Hydra's run folder ----
+    ("train", ["trainer.precision=bogus"], "trainer.precision=bogus: must be one of"),
+    ("train", ["trainer.accelerator=tpu"], "trainer.accelerator=tpu: must be one of"),
+    ("train", ["trainer.strategy=warp_drive"], "trainer.strategy=warp_drive: not a strategy"),
+    ("train", ["trainer.val_check_interval=0"], "trainer.val_check_interval=0"),
+    ("train", ["trainer.val_check_interval=1.5"], "trainer.val_check_interval=1.5"),
+    ("train", ["model.net=5"], "model.net=5: must be a net's config"),
+    ("train", ["model=null"], "model=null: choose a net"),
+    ("train", ["+model.distill.teacher=123"], "model.distill.teacher=123"),
+    ("train", ["+model.distill=5"], "model.distill=5"),
+    ("train", ["+callbacks.extra.every=1"], "callbacks.extra={'every': 1}: not a callback config"),
+    ("train", ["logger=bogus"], "Could not find 'logger/bogus'"),
+    ("train", ["seed=1,2"], "Ambiguous value for argument 'seed=1,2'"),
+    ("train", ["trainer.max_epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train", ["hydra.run.dir={text}"], "is a file, not a folder"),
+    ("train", ["hydra.run.dir={text}/run"], "is a file, not a folder"),
+    ("train", ["hydra.run.dir={readonly}/run"], "cannot be written"),
+    # ---- a run folder is data: its overrides never carry code, and a refusal leaves it as it was ----
+    ("train", ["resume={run:callback_target}"], "names code"),
+    ("train", ["resume={run:callback_key}"], "names code"),
+    ("train", ["resume={run:optimizer_target}"], "names code"),
+    ("train", ["resume={run:partial}"], "names code"),
+    ("train", ["resume={run:env_set}"], "does not set Hydra's own config"),
+    ("train", ["resume={run:hydra_callback}"], "does not set Hydra's own config"),
+    ("train", ["resume={run:decode}"], "an interpolation"),
+    ("train", ["resume={run:env}"], "an interpolation"),
+    ("train", ["resume={run:foreign_group}"], "not one of conf/model/"),
+    ("train", ["resume={run:sweep}"], "a sweep, not one value"),
+    ("train", ["resume={run:added_key}"], "adds a key outside the config schema"),
+    ("train", ["resume={run:not_a_list}"], "a list of at most"),
+    ("train", ["resume={run:item_dict}"], "one line of text"),
+    ("train", ["resume={run:nested}"], "one line of text"),
+    ("train", ["resume={run:huge}"], "more than a run record holds"),
+    ("train", ["resume={run:bad_yaml}"], "not valid YAML"),
+    ("train", ["resume={run:not_utf8}"], "not UTF-8"),
+    ("train", ["resume={run:garbage}"], "not an override"),
+    ("train", ["resume={run:plain}", "data.batch_size=0"], "data.batch_size=0"),
+    ("train", ["resume={run:plain}", "model=lenet"], "its checkpoint holds a tiny net"),
+    ("train", ["resume={run:plain}"], "the run finished (1 of 1 epochs)"),
+    ("train", ["resume={run:with spaces, 'quotes'}"], "the run finished (1 of 1 epochs)"),
+    ("train", ["resume={run:bad_summary}"], "is outside"),
+    ("evaluate", ["ckpt=null"], "ckpt"),
+    ("evaluate", ["worst=abc"], "worst"),
+    ("evaluate", ["ensemble=maybe"], "ensemble"),
+    ("evaluate", ["data.data_dir={readonly}"], "cannot be written"),
+    ("evaluate", ["outputs_root={run:records}"], "no finished run of any architecture under"),
+    ("evaluate", ["hydra.run.dir={text}"], "is a file, not a folder"),
+    ("export", ["ckpt={good}", "output={good}"], "that is the checkpoint being exported"),
+    ("export", ["ckpt={good}", "output=/dev/null"], "/dev/null: not a regular file"),
+    ("export", ["ckpt={good}", "output={dir}"], "not a regular file"),
+    ("export", ["ckpt={good}", "output={text}/net.onnx"], "is a file, not a folder"),
+    ("export", ["ckpt={good}", "output={readonly}/net.onnx"], "cannot be written"),
+    ("export", ["ckpt={good}", "tolerance=abc"], "tolerance"),
+    ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1"),
+    ("export", ["ckpt={good}", "check=maybe"], "check"),
+    ("export", ["ckpt={good}", "format=tflite"], "format=tflite: must be one of"),
+    ("export", ["ckpt=1"], "no such checkpoint file"),
+    ("export", ["ckpt=null"], "ckpt"),
+    ("export", ["ckpt={nan}"], "NaN or infinite"),
+    ("export", ["arch=resnet"], "arch='resnet'"),
+    ("export", ["outputs_root={run:records}"], "no finished run of any architecture"),
+    ("predict", ["{png}", "ckpt={good}", "batch_size=0"], "batch_size=0"),
+    ("predict", ["{png}", "ckpt={good}", "batch_size=abc"], "batch_size"),
+    ("predict", ["{png}", "ckpt=1"], "no such checkpoint file"),
+    ("predict", ["{png}", "ckpt=null"], "ckpt"),
+    ("predict", ["{png}", "arch=resnet"], "arch='resnet'"),
+    ("predict", ["{png}", "outputs_root={run:records}"], "no finished run of any architecture"),
+    ("summary", ["model.net=5"], "model.net=5"),
+    ("summary", ["model=null"], "choose a net"),
 ]
 
 
 @pytest.mark.parametrize(("entry", "args", "says"), CASES, ids=[f"{e}:{' '.join(a)}" for e, a, _ in CASES])
 def test_bad_input_is_refused_in_one_line_and_loses_nothing(
-    entry, args, says, files, readonly_dir, trained_run, mnist_dir, tmp_path, capsys, monkeypatch,
+    entry, args, says, files, hostile_runs, readonly_dir, trained_run, mnist_dir, tmp_path, capsys, monkeypatch,
 ):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    names = {**{k: str(v) for k, v in files.items()}, "readonly": str(readonly_dir)}
-    argv = [a.format(**names) for a in args]
-    before = snapshot(trained_run, files["dir"], mnist_dir / "MNIST" / "raw")
+    names = {**{k: str(v) for k, v in files.items()}, "readonly": str(readonly_dir),
+             **{f"run:{k}": str(v) for k, v in hostile_runs.items()}}
+    argv = [re.sub(r"\{([^{}]+)\}", lambda m: names[m.group(1)], a) for a in args]
+    watched = (trained_run, files["dir"], hostile_runs["records"].parent, mnist_dir / "MNIST" / "raw")
+    before = snapshot(*watched)
 
     status, said = _in_process(ENTRIES[entry](tmp_path), argv, capsys)
 
@@ -227,12 +388,12 @@ def test_bad_input_is_refused_in_one_line_and_loses_nothing(
         lines = [line for line in said.splitlines() if line.strip()]
         assert len(lines) == 1, said
         assert says in lines[0], said
-    assert snapshot(trained_run, files["dir"], mnist_dir / "MNIST" / "raw") == before
-    assert not list(tmp_path.rglob("*.ckpt")), "a refused run wrote a checkpoint"
+    assert snapshot(*watched) == before
+    assert not list(tmp_path.iterdir()), f"a refused command wrote {list(tmp_path.rglob('*'))}"
 
 
 def test_table_covers_every_entry_point_with_forty_cases():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 130
     assert {entry for entry, _, _ in CASES} == set(ENTRIES)
 
 
