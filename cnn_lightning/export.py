@@ -29,6 +29,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -248,8 +249,17 @@ def cli(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     try:
         target, parity = export(cfg)
+    except KeyboardInterrupt:
+        raise SystemExit("cannot export: interrupted; nothing written") from None
     except (CheckpointError, MissingExtra, ConfigError, Stopped, MNISTUnavailableError) as err:
         raise SystemExit(f"cannot export: {err}") from None  # the user's file or set-up: one line
+    except InstantiationException as err:  # a stop signal while Hydra built the data module
+        cause = err.__cause__ or err.__context__
+        while cause is not None and not isinstance(cause, (Stopped, MNISTUnavailableError)):
+            cause = cause.__cause__ or cause.__context__  # Hydra wraps it in an ImportError, then its own
+        if cause is None:
+            raise
+        raise SystemExit(f"cannot export: {cause}") from None
     except OSError as err:  # the disk filled, or the folder went away, while writing
         raise SystemExit(f"cannot export: {err.strerror or err}: {shown(err.filename or '')}; nothing written") from None
     print(f"{cfg.format}: {shown(target)} ({target.stat().st_size / 1e3:,.0f} kB)")

@@ -316,3 +316,42 @@ def test_a_good_digit_still_reads_after_all_this(seven, tmp_path):
     """The hardening keeps the common case: a plain PNG gives the digit preprocessing expects."""
     x = preprocess(load_image_file_from(Image.fromarray(seven), "PNG", tmp_path))
     assert x.shape == (1, 28, 28) and float(x.max()) == pytest.approx(1.0)
+
+
+def test_the_app_starts_on_an_outputs_folder_full_of_malformed_summaries(qtbot, trained_run, tmp_path):
+    """One bad summary.json once aborted the app ("QThread destroyed while running")."""
+    from gui.window import MainWindow
+
+    root = tmp_path / "outputs"
+    shutil.copytree(trained_run, root / "runs" / "tiny" / "good")
+    good = json.loads((trained_run / "summary.json").read_text())
+    for i, (_name, text) in enumerate(_summary_mutations(good, random.Random(3))):
+        (root / "runs" / "tiny" / f"bad{i:03d}").mkdir()
+        (root / "runs" / "tiny" / f"bad{i:03d}" / "summary.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    window = MainWindow(outputs_root=root)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.active is not None, timeout=60_000)
+    assert window.active == "tiny", window.active
+    window.close()
+
+
+def test_sigterm_during_an_export_leaves_no_partial_file(trained_run, tmp_path):
+    import os
+    import signal
+    import time
+
+    target = tmp_path / "out" / "tiny.onnx"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnn_lightning.export", f"ckpt={read_summary(trained_run)['best_checkpoint']}",
+         f"output={target}"], cwd=ROOT, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(target.parent.glob(".*.partial")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the export ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode != 0
+    assert len(lines) == 1 and "stopped by SIGTERM; nothing written" in lines[0], err
+    assert os.listdir(target.parent) == [], os.listdir(target.parent)
