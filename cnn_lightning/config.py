@@ -484,7 +484,7 @@ def check_export_config(cfg: DictConfig) -> None:
 
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format}: must be one of {', '.join(FORMATS)}")
-    _number(cfg, "tolerance", 0, 1e6, low_open=True, what="the largest logit difference allowed")
+    _number(cfg, "tolerance", 0, 1e6, what="the largest logit difference allowed; 0: exact")
     _check_arch(cfg)
 
 

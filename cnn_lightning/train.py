@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -42,7 +42,7 @@ from cnn_lightning.config import (
     register,
     to_plain,
 )
-from cnn_lightning.console import quiet_libraries
+from cnn_lightning.console import EpochLine, quiet_libraries
 from cnn_lightning.images import shown
 from cnn_lightning.mnist_files import MNISTUnavailableError
 from cnn_lightning.records import RecordError, read_overrides, read_summary
@@ -92,11 +92,16 @@ def train(cfg: DictConfig, stop_signals: StopSignals | None = None) -> dict:
     logger = instantiate(cfg.logger) if cfg.logger else False
     if not logger:  # ~logger: nothing to record the learning rate in (Lightning would refuse to start)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    no_bar = {}
+    if any(isinstance(c, EpochLine) and c.active() for c in callbacks):  # a file or pipe: a line per epoch
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        no_bar = {"enable_progress_bar": False}
     saver = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath), None)
     interrupt = InterruptCheckpoint(saver.dirpath) if saver else None
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks + ([interrupt] if interrupt else []), logger=logger,
         plugins=[AtomicCheckpointIO()],  # a full disk or a kill never leaves a truncated checkpoint
+        **no_bar,
     )
     if trainer.is_global_zero:  # the seeds' conv arithmetic, layer by layer
         log.info("%s: %s\n%s", cfg.model.name, cfg.model.net._target_, format_table(layer_table(model.model.net)))

@@ -348,7 +348,7 @@ CASES = [
     ("export", ["ckpt={good}", "output={text}/net.onnx"], "is a file, not a folder"),
     ("export", ["ckpt={good}", "output={readonly}/net.onnx"], "cannot be written"),
     ("export", ["ckpt={good}", "tolerance=abc"], "tolerance"),
-    ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1"),
+    ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1: must be in [0, 1000000.0]"),
     ("export", ["ckpt={good}", "check=maybe"], "check"),
     ("export", ["ckpt={good}", "format=tflite"], "format=tflite: must be one of"),
     ("export", ["ckpt=1"], "no such checkpoint file"),

@@ -76,6 +76,18 @@ class AugmentedInputs(L.Callback):
             writer.add_image("inputs/train_augmented", grid, trainer.global_step)
 
 
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0, through c10d's ``all_gather``.
+
+    Not ``LightningModule.all_gather``: it goes through ``torch.distributed.nn.functional.all_gather``
+    (autograd-aware, which this needs not), deprecated since torch 2.14, and rank 1 warned so.
+    """
+    tensor = tensor.contiguous()
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor)
+    return torch.cat(parts)
+
+
 class MisclassifiedDigits(L.Callback):
     """Per epoch, the ``num_images`` validation digits the net gets most confidently wrong.
 
@@ -125,7 +137,7 @@ class MisclassifiedDigits(L.Callback):
             if short > 0:
                 fields = [torch.cat([f, f.new_full((short, *f.shape[1:]), -math.inf if i == 0 else 0)])
                           for i, f in enumerate(fields)]
-            fields = [pl_module.all_gather(f).flatten(0, 1) for f in fields]
+            fields = [gather(f) for f in fields]
             top = fields[0].topk(k).indices
             fields = [f[top] for f in fields]
         scores, images, labels, preds, probs = (f.cpu() for f in fields)
