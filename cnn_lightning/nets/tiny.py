@@ -38,21 +38,22 @@ class TinyNet(nn.Module):
         padding: int = 0,            # of every conv block; MNIST's border is empty anyway
         pool_type: str = "max",
         dropout: float = 0.05,
+        dropout_from: int = 1,       # the first conv block with dropout (3: none on the large early maps)
         num_classes: int = 10,
     ):
         super().__init__()
 
-        def block(cin, cout):
-            return conv_bn_relu(cin, cout, kernel_size, padding=padding, dropout=dropout)
+        def block(n, cin, cout):
+            return conv_bn_relu(cin, cout, kernel_size, padding=padding, dropout=dropout if n >= dropout_from else 0.0)
 
         self.features = nn.Sequential(OrderedDict([
-            ("conv1", block(1, c1)),
-            ("conv2", block(c1, c2)),
+            ("conv1", block(1, 1, c1)),
+            ("conv2", block(2, c1, c2)),
             ("squeeze", nn.Conv2d(c2, squeeze, 1, bias=False)),
             ("pool", pool(pool_type, 2, 2)),
-            ("conv3", block(squeeze, c3)),
-            ("conv4", block(c3, c4)),
-            ("conv5", block(c4, c5)),
+            ("conv3", block(3, squeeze, c3)),
+            ("conv4", block(4, c3, c4)),
+            ("conv5", block(5, c4, c5)),
         ]))
         self.classifier = nn.Sequential(OrderedDict([
             ("gap", nn.AdaptiveAvgPool2d(1)),  # every output sees the whole digit
