@@ -158,6 +158,8 @@ CASES = [
     Case("n_trials=1.5", search("hydra.sweeper.n_trials=1.5"), "hydra.sweeper.n_trials=1.5: must be a whole number"),
     Case("n_trials=many", search("hydra.sweeper.n_trials=many"), "hydra.sweeper.n_trials=many: must be a whole number"),
     Case("n_jobs=0", search("hydra.sweeper.n_jobs=0"), "hydra.sweeper.n_jobs=0: must be a whole number of at least 1"),
+    Case("seeds=[1,1]", search("hydra.sweeper.seeds=[1,1]"),
+         "hydra.sweeper.seeds repeats a seed: [1, 1]"),
     Case("storage=text file", search_on(lambda root, stack: storage(text_file(root))),
          "sqlite:///{root}/notes.db: {root}/notes.db is not an SQLite database"),
     Case("storage=read-only file", search_on(lambda root, stack: storage(read_only_file(root, stack))),

@@ -164,6 +164,7 @@ class StudySweeper(OptunaSweeper):
         # before the study is made or loaded, and before Hydra makes the sweep folder (at launch)
         check_count("n_trials", impl.n_trials)
         check_count("n_jobs", impl.n_jobs)
+        self._check_seeds(list(config.hydra.overrides.task))  # the arguments sweep() will be given
         check_storage(impl.storage)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if impl.storage is not None:
@@ -222,16 +223,20 @@ class StudySweeper(OptunaSweeper):
         with _in_one_line():
             return self._sweep(arguments)
 
-    def _sweep(self, arguments: list[str]) -> Any:
-        if self.seeds:  # before the study hands out a trial that would never finish
-            if len(set(self.seeds)) != len(self.seeds):
-                raise SeedsConflict(f"hydra.sweeper.seeds repeats a seed: {self.seeds}")
-            # imported here: the package imports torch, and Hydra's plugin scan imports this module at every start
-            from cnn_lightning.config import override_key
+    def _check_seeds(self, arguments: list[str]) -> None:
+        """``seeds`` without a repeat, and beside no ``seed`` override or search parameter."""
+        if not self.seeds:
+            return
+        if len(set(self.seeds)) != len(self.seeds):
+            raise SeedsConflict(f"hydra.sweeper.seeds repeats a seed: {self.seeds}")
+        # imported here: the package imports torch, and Hydra's plugin scan imports this module at every start
+        from cnn_lightning.config import override_key
 
-            keys = [override_key(a) for a in arguments] + list(self.sweeper.params or {})
-            if "seed" in keys:
-                raise SeedsConflict(f"hydra.sweeper.seeds={self.seeds} gives each trial its seeds; drop the seed override")
+        keys = [override_key(a) for a in arguments] + list(self.sweeper.params or {})
+        if "seed" in keys:
+            raise SeedsConflict(f"hydra.sweeper.seeds={self.seeds} gives each trial its seeds; drop the seed override")
+
+    def _sweep(self, arguments: list[str]) -> Any:
         try:
             return super().sweep(arguments)
         except ValueError:  # optuna's best_trial of a study with no finished trial
