@@ -45,7 +45,8 @@ def fingerprint(root: Path, folder_mtimes: bool = True) -> dict[str, tuple]:
     for path in [root, *root.rglob("*")]:
         stat = path.lstat()
         if path.is_dir():
-            seen[str(path)] = ("dir", sorted(p.name for p in path.iterdir()), stat.st_mtime_ns if folder_mtimes else None)
+            entries = sorted(p.name for p in path.iterdir())
+            seen[str(path)] = ("dir", entries, stat.st_mtime_ns if folder_mtimes else None)
         else:
             seen[str(path)] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
     return seen
@@ -153,7 +154,8 @@ def search_on(make_storage: Callable[[Path, contextlib.ExitStack], str]) -> Call
 
 
 CASES = [
-    Case("n_trials=0", search("hydra.sweeper.n_trials=0"), "hydra.sweeper.n_trials=0: must be a whole number of at least 1"),
+    Case("n_trials=0", search("hydra.sweeper.n_trials=0"),
+         "hydra.sweeper.n_trials=0: must be a whole number of at least 1"),
     Case("n_trials=-3", search("hydra.sweeper.n_trials=-3"), "hydra.sweeper.n_trials=-3: must be a whole number"),
     Case("n_trials=1.5", search("hydra.sweeper.n_trials=1.5"), "hydra.sweeper.n_trials=1.5: must be a whole number"),
     Case("n_trials=many", search("hydra.sweeper.n_trials=many"), "hydra.sweeper.n_trials=many: must be a whole number"),
@@ -171,7 +173,8 @@ CASES = [
          "cannot create {root}/ro/new/optuna.db: {root}/ro is read-only"),
     Case("storage=locked", search_on(lambda root, stack: storage(study(root / "optuna.db"))),
          "optuna.db is locked by another process", during=locked),
-    Case("storage=folder", search_on(lambda root, stack: storage(root)), "sqlite:///{root}: {root} is a folder, not a database file"),
+    Case("storage=folder", search_on(lambda root, stack: storage(root)),
+         "sqlite:///{root}: {root} is a folder, not a database file"),
     Case("storage=under a file", search_on(lambda root, stack: storage(text_file(root) / "optuna.db")),
          "notes.db is not a folder"),
     Case("storage=foo://x", search_on(lambda root, stack: "hydra.sweeper.storage=foo://x"),
@@ -182,7 +185,8 @@ CASES = [
          "hydra.sweeper.storage=mysql://me@localhost/optuna: its database driver is not installed"),
     Case("sweep missing folder", lambda root, stack: ["cnn_lightning.sweep", str(root / "missing")],
          "sweep: {root}/missing: no such folder"),
-    Case("sweep a file", lambda root, stack: ["cnn_lightning.sweep", str(text_file(root))], "sweep: {root}/notes.db: not a folder"),
+    Case("sweep a file", lambda root, stack: ["cnn_lightning.sweep", str(text_file(root))],
+         "sweep: {root}/notes.db: not a folder"),
     Case("sweep read-only folder", lambda root, stack: ["cnn_lightning.sweep", str(read_only_folder(root, stack))],
          "sweep: {root}/ro: cannot write the leaderboard: Read-only file system"),
     Case("sweep full disk", lambda root, stack: ["cnn_lightning.sweep", str(full_disk(root, stack))],
@@ -191,10 +195,14 @@ CASES = [
 
 
 def run(args: list[str], during: contextlib.AbstractContextManager) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m *args`` while ``during`` holds; a command that hangs fails its row alone."""
     with during:
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=train_env(), capture_output=True,
-                              text=True, timeout=180)
+        try:
+            done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=train_env(), capture_output=True,
+                                  text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            done = subprocess.CompletedProcess(args, -9, "", "killed after 120 s\n")
         return done, time.monotonic() - started
 
 
@@ -215,7 +223,8 @@ def outcomes(tmp_path_factory) -> dict[str, tuple | str]:
             except CannotMount as err:
                 results[case.id] = f"cannot mount tmpfs here: {err}"
                 continue
-            started[case.id] = (root, fingerprint(root, case.folder_mtimes), pool.submit(run, args, case.during(root)))
+            before = fingerprint(root, case.folder_mtimes)
+            started[case.id] = (root, before, pool.submit(run, args, case.during(root)))
         for case in CASES:
             if case.id in started:
                 root, before, future = started[case.id]
