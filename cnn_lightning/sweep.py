@@ -32,10 +32,25 @@ COLUMNS = ["rank", "model", "overrides", "params", "val_acc", "test_acc", "epoch
 
 def write_atomically(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of one."""
-    # One temporary name per process: two sweeps on one study may write the same leaderboard.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_all_atomically({path: text})
+
+
+def write_all_atomically(files: dict[Path, str]) -> None:
+    """Write every file whole beside its place, then move each into place. A failure while writing
+    (a full disk, Ctrl-C) removes the temporary files and is raised with every old file unchanged."""
+    tmps = []
+    try:
+        for path, text in files.items():
+            # One temporary name per process: two sweeps on one study may write the same leaderboard.
+            tmps.append((path.with_name(f"{path.name}.{os.getpid()}.tmp"), path))
+            tmps[-1][0].write_text(text)
+        for tmp, path in tmps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in tmps:
+            with contextlib.suppress(OSError):  # never written, or already in place
+                tmp.unlink()
+        raise
 
 
 def _overrides(run: RunRecord) -> str:
@@ -88,18 +103,21 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_leaderboard(root: str | os.PathLike) -> dict[str, Any]:
-    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.json`` into ``root``."""
+def write_leaderboard(root: str | os.PathLike, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``best.json`` into ``root``: all three
+    new, or (when one cannot be written) all three as they were."""
     root = Path(root)
-    rows = leaderboard_rows(root)
+    rows = leaderboard_rows(root) if rows is None else rows
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomically(root / "leaderboard.csv", out.getvalue())
-    write_atomically(root / "leaderboard.md", to_markdown(rows))
     best = best_by_model(rows)
-    write_atomically(root / "best.json", json.dumps(best, indent=2) + "\n")
+    write_all_atomically({
+        root / "leaderboard.csv": out.getvalue(),
+        root / "leaderboard.md": to_markdown(rows),
+        root / "best.json": json.dumps(best, indent=2) + "\n",
+    })
     log.info("Leaderboard of %d runs: %s", len(rows), root / "leaderboard.md")
     return best
 
@@ -183,9 +201,23 @@ def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> No
         signal.signal(signum, pass_on)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cnn_lightning.sweep <dir>``: write the leaderboard of ``dir``, then print it. A
+    folder that is missing, or cannot take the leaderboard, is refused in one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: python -m cnn_lightning.sweep <sweep dir or outputs root>")
+    root = Path(argv[0])
+    if not root.is_dir():
+        sys.exit(f"sweep: {root}: {'not a folder' if root.exists() else 'no such folder'}")
+    rows = leaderboard_rows(root)
+    try:
+        write_leaderboard(root, rows)
+    except OSError as err:  # a read-only folder, a full disk: nothing of the new leaderboard is left
+        sys.exit(f"sweep: {root}: cannot write the leaderboard: {err.strerror or err}")
+    print(to_markdown(rows), end="")
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m cnn_lightning.sweep <sweep dir or outputs root>")
-    print(to_markdown(leaderboard_rows(Path(sys.argv[1]))), end="")
-    write_leaderboard(sys.argv[1])
+    main()
