@@ -393,6 +393,18 @@ def _check_trainer_choices(cfg: DictConfig) -> None:
     strategy = OmegaConf.select(cfg, "trainer.strategy")
     if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
         raise ConfigError(f"trainer.strategy={strategy}: not a strategy Lightning knows (auto, ddp, ddp_spawn, ...)")
+    max_time = OmegaConf.select(cfg, "trainer.max_time")
+    if max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(max_time)):
+        raise ConfigError(f"trainer.max_time={max_time}: must be DD:HH:MM:SS, e.g. 00:01:30:00")
+    profiler = OmegaConf.select(cfg, "trainer.profiler")
+    if profiler is not None and profiler not in ("simple", "advanced", "pytorch", "xla"):
+        raise ConfigError(f"trainer.profiler={profiler}: must be simple, advanced, pytorch or xla")
+    deterministic = OmegaConf.select(cfg, "trainer.deterministic")
+    if deterministic not in (None, True, False, "warn"):
+        raise ConfigError(f"trainer.deterministic={deterministic}: must be true, false or warn")
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if isinstance(devices, str) and devices != "auto" and not re.fullmatch(r"-1|\d+|(\d+,)*\d+,?", devices):
+        raise ConfigError(f"trainer.devices={devices}: must be a count, -1 (all), auto, or device indices like 0,1")
     interval = OmegaConf.select(cfg, "trainer.val_check_interval")
     if isinstance(interval, float):
         _number(cfg, "trainer.val_check_interval", 0, 1, low_open=True, what="a fraction of an epoch, or whole batches")
@@ -518,11 +530,16 @@ def _strings_and_keys(value: Any):
         yield value, False
 
 
+# Keys that name a place on disk (paths.data_dir, callbacks.model_checkpoint.dirpath, ...).
+PLACE_KEY = re.compile(r"(dir|dirpath|path|root|file|filename|save_dir)$")
+
+
 def check_replayed_overrides(overrides: list[str], source: str) -> None:
     """A run folder's saved overrides (``resume=``) are settings, never code: a ConfigError for any
     that sets Hydra's own config, a key naming code (``_target_``, ``_partial_`` ...), an
     interpolation (``${...}`` can decode text into config), a sweep, a group option that is not a
-    file of ``conf/``, or a key added outside ``model`` (the one open part of the schema)."""
+    file of ``conf/``, a key added outside ``model`` (the one open part of the schema), or a place
+    to read or write (``paths.*``, ``...dirpath``: a run folder could aim checkpoints anywhere)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -544,6 +561,8 @@ def check_replayed_overrides(overrides: list[str], source: str) -> None:
             refuse("a run folder does not set Hydra's own config")
         if any(p.startswith("_") for p in parts):
             refuse("it sets a key that names code (_target_ and the like)")
+        if parts and PLACE_KEY.search(parts[-1]):
+            refuse("a run folder does not say where to read or write; give it beside resume= if you mean it")
         if override.is_sweep_override():
             refuse("a sweep, not one value")
         value = None if override.is_delete() else override.value()

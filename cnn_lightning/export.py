@@ -43,7 +43,7 @@ from cnn_lightning.config import (
     register,
 )
 from cnn_lightning.images import shown
-from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.mnist_files import MNISTUnavailableError, raw_dir
 from cnn_lightning.nets.layers import MNIST_MEAN, MNIST_STD
 
 register()
@@ -169,6 +169,13 @@ def check_output(target: Path, checkpoint: Path) -> None:
     check_writable_dir("output", target.parent)
 
 
+def check_not_data(target: Path, data_dir: str) -> None:
+    """The exported file never lands among MNIST's raw files, which the check reads."""
+    raw = raw_dir(data_dir).resolve()
+    if target.resolve().is_relative_to(raw):
+        raise ConfigError(f"output={shown(target)}: inside the data folder {shown(raw)}; name a file elsewhere")
+
+
 def plan(cfg: DictConfig) -> tuple[Path, Format, str, Path]:
     """(checkpoint, format, net name, target file) that ``cfg`` asks for, all checked: nothing
     is read beyond the checkpoint and nothing written. A ConfigError or CheckpointError otherwise."""
@@ -179,6 +186,7 @@ def plan(cfg: DictConfig) -> tuple[Path, Format, str, Path]:
     name = str(read_checkpoint(checkpoint)["hyper_parameters"].get("name") or "net")
     target = Path(cfg.output).expanduser() if cfg.output else default_target(checkpoint, name, fmt.suffix)
     check_output(target, checkpoint)
+    check_not_data(target, cfg.data.data_dir)
     return checkpoint, fmt, name, target
 
 

@@ -198,10 +198,10 @@ def expand_resume(argv: list[str]) -> tuple[list[str], Path | None]:
         previous = read_overrides(saved)
     except RecordError as err:
         raise ConfigError(f"resume={shown(run_dir)}: {err}") from None
-    check_replayed_overrides(previous, f"resume={shown(run_dir)}: {saved.name}")
     given = [a for a in argv if not a.startswith("resume=")]
     replaced = {override_key(a) for a in given} | {"ckpt_path"}
-    previous = [o for o in previous if override_key(o) not in replaced]
+    previous = [o for o in previous if override_key(o) not in replaced]  # what the command line says wins
+    check_replayed_overrides(previous, f"resume={shown(run_dir)}: {saved.name}")
     return [*previous, *given, f"hydra.run.dir={hydra_quoted(run_dir)}", f"ckpt_path={hydra_quoted(last)}"], run_dir
 
 

@@ -33,6 +33,7 @@ import gui.__main__ as gui_cli
 from cnn_lightning import evaluate, export, predict, summary, train
 from cnn_lightning.checkpoints import CheckpointError, load_model
 from cnn_lightning.inference import Predictor
+from cnn_lightning.mnist_files import raw_dir
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -112,6 +113,8 @@ def hostile_runs(tmp_path_factory, trained_run) -> dict[str, Path]:
         "sweep": "seed=1,2",
         "added_key": "+trainer.plugins=[x]",
         "garbage": "==",
+        "checkpoint_dir": "callbacks.model_checkpoint.dirpath=/tmp/elsewhere",
+        "data_dir": "paths.data_dir=/tmp/elsewhere",
     }
     for name, override in extra.items():
         run(name, _overrides_text([*saved, override]))
@@ -309,6 +312,10 @@ CASES = [
     ("train", ["logger=bogus"], "Could not find 'logger/bogus'"),
     ("train", ["seed=1,2"], "Ambiguous value for argument 'seed=1,2'"),
     ("train", ["trainer.max_epochs=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
+    ("train", ["trainer.max_time=abc"], "trainer.max_time=abc: must be DD:HH:MM:SS"),
+    ("train", ["trainer.deterministic=maybe"], "trainer.deterministic=maybe"),
+    ("train", ["trainer.profiler=bogus"], "trainer.profiler=bogus"),
+    ("train", ["trainer.devices=abc"], "trainer.devices=abc"),
     ("train", ["hydra.run.dir={text}"], "is a file, not a folder"),
     ("train", ["hydra.run.dir={text}/run"], "is a file, not a folder"),
     ("train", ["hydra.run.dir={readonly}/run"], "cannot be written"),
@@ -324,6 +331,9 @@ CASES = [
     ("train", ["resume={run:foreign_group}"], "not one of conf/model/"),
     ("train", ["resume={run:sweep}"], "a sweep, not one value"),
     ("train", ["resume={run:added_key}"], "adds a key outside the config schema"),
+    ("train", ["resume={run:checkpoint_dir}"], "does not say where to read or write"),
+    ("train", ["resume={run:data_dir}"], "does not say where to read or write"),
+    ("train", ["resume={run:data_dir}", "paths.data_dir={data}"], "the run finished (1 of 1 epochs)"),
     ("train", ["resume={run:not_a_list}"], "a list of at most"),
     ("train", ["resume={run:item_dict}"], "one line of text"),
     ("train", ["resume={run:nested}"], "one line of text"),
@@ -347,8 +357,9 @@ CASES = [
     ("export", ["ckpt={good}", "output={dir}"], "not a regular file"),
     ("export", ["ckpt={good}", "output={text}/net.onnx"], "is a file, not a folder"),
     ("export", ["ckpt={good}", "output={readonly}/net.onnx"], "cannot be written"),
+    ("export", ["ckpt={good}", "output={raw}/t10k-images-idx3-ubyte"], "inside the data folder"),
     ("export", ["ckpt={good}", "tolerance=abc"], "tolerance"),
-    ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1: must be in [0, 1000000.0]"),
+    ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1.0: must be in [0, 1000000.0]"),
     ("export", ["ckpt={good}", "check=maybe"], "check"),
     ("export", ["ckpt={good}", "format=tflite"], "format=tflite: must be one of"),
     ("export", ["ckpt=1"], "no such checkpoint file"),
@@ -373,6 +384,7 @@ def test_bad_input_is_refused_in_one_line_and_loses_nothing(
 ):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     names = {**{k: str(v) for k, v in files.items()}, "readonly": str(readonly_dir),
+             "data": str(mnist_dir), "raw": str(raw_dir(mnist_dir)),
              **{f"run:{k}": str(v) for k, v in hostile_runs.items()}}
     argv = [re.sub(r"\{([^{}]+)\}", lambda m: names[m.group(1)], a) for a in args]
     watched = (trained_run, files["dir"], hostile_runs["records"].parent, mnist_dir / "MNIST" / "raw")
