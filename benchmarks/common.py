@@ -154,3 +154,16 @@ def write_result(name: str, figures: dict, started_machine: dict, results_dir: P
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def timed_rounds(seeds, one_round, line) -> list[dict]:
+    """``one_round(seed, run_dir)`` for each seed, each in a fresh temporary run folder; prints
+    ``line(record)`` as each ends. What the whole-command benchmarks share."""
+    import tempfile
+
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            rounds.append(one_round(seed, Path(tmp) / f"seed{seed}"))
+            print(line(rounds[-1]), flush=True)
+    return rounds

@@ -20,11 +20,10 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, load_average, spread, start, write_result
+from common import ROOT, load_average, spread, start, timed_rounds, write_result
 
 GOAL_S, GOAL_ACC = 150.0, 0.9940
 SEEDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -57,15 +56,11 @@ def main() -> None:
     parser.add_argument("--name", default="main_job", help="the result file's name")
     args = parser.parse_args()
     info = start(argparse.Namespace(threads=None))  # each round's process uses torch's default threads
-    rounds = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in SEEDS[: args.rounds]:
-            record = one_round(seed, args.extra, Path(tmp) / f"seed{seed}")
-            rounds.append(record)
-            print(f"  seed {seed:2d}: {record['wall_s']:6.1f} s wall, median epoch "
-                  f"{statistics.median(record['epoch_s']):.1f} s, test {record['test_acc']:.2%} "
-                  f"(val {record['val_acc_best']:.2%}), load {record['load_before'][0]} -> {record['load_after'][0]}",
-                  flush=True)
+    rounds = timed_rounds(
+        SEEDS[: args.rounds], lambda seed, run_dir: one_round(seed, args.extra, run_dir),
+        lambda r: f"  seed {r['seed']:2d}: {r['wall_s']:6.1f} s wall, median epoch {statistics.median(r['epoch_s']):.1f} s, "
+                  f"test {r['test_acc']:.2%} (val {r['val_acc_best']:.2%}), load {r['load_before'][0]} -> {r['load_after'][0]}",
+    )
     wall = spread(r["wall_s"] for r in rounds)
     accs = [r["test_acc"] for r in rounds]
     mean = statistics.mean(accs)

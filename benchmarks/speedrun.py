@@ -18,11 +18,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, spread, start, write_result
+from common import ROOT, spread, start, timed_rounds, write_result
 
 GOAL_S, GOAL_ACC = 60.0, 0.994
 SEEDS = [42, 1, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -49,13 +48,11 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. trainer=gpu")
     args = parser.parse_args()
     info = start(argparse.Namespace(threads=None))  # each round's process uses torch's default threads
-    rounds = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in SEEDS[: args.rounds]:
-            record = one_round(seed, args.extra, Path(tmp) / f"seed{seed}")
-            rounds.append(record)
-            print(f"  seed {seed:2d}: {record['wall_s']:6.1f} s wall, test {record['test_acc']:.2%} "
-                  f"(val {record['val_acc_best']:.2%}), {len(record['noisy_lines'])} noisy lines", flush=True)
+    rounds = timed_rounds(
+        SEEDS[: args.rounds], lambda seed, run_dir: one_round(seed, args.extra, run_dir),
+        lambda r: f"  seed {r['seed']:2d}: {r['wall_s']:6.1f} s wall, test {r['test_acc']:.2%} "
+                  f"(val {r['val_acc_best']:.2%}), {len(r['noisy_lines'])} noisy lines",
+    )
     walls = [r["wall_s"] for r in rounds]
     accs = [r["test_acc"] for r in rounds]
     wall = spread(walls)

@@ -154,39 +154,37 @@ class TrainConf:
 
 
 @dataclass
-class EvaluateConf:
-    data: DataConf = field(default_factory=DataConf)
+class ChosenCheckpointConf:
+    """What evaluate, export and predict share: a checkpoint file, or the best run found."""
+
     paths: PathsConf = field(default_factory=PathsConf)
     ckpt: str = "best"
     arch: str | None = None
+    outputs_root: str = MISSING
+
+
+@dataclass
+class EvaluateConf(ChosenCheckpointConf):
+    data: DataConf = field(default_factory=DataConf)
     ensemble: bool = False
     ensemble_per_model: int = 3
     ensemble_seed: int | None = None
     ensemble_models: Any = None  # a list of nets; check_evaluate_config says what else is wrong
-    outputs_root: str = MISSING
     worst: int = 32
     device: str = "auto"
 
 
 @dataclass
-class ExportConf:
+class ExportConf(ChosenCheckpointConf):
     data: DataConf = field(default_factory=DataConf)
-    paths: PathsConf = field(default_factory=PathsConf)
-    ckpt: str = "best"
-    arch: str | None = None
     format: str = "onnx"
     output: str | None = None
     check: bool = True
     tolerance: float = 1.0e-4
-    outputs_root: str = MISSING
 
 
 @dataclass
-class PredictConf:
-    paths: PathsConf = field(default_factory=PathsConf)
-    ckpt: str = "best"
-    arch: str | None = None
-    outputs_root: str = MISSING
+class PredictConf(ChosenCheckpointConf):
     batch_size: int = 256
 
 
