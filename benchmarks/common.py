@@ -156,14 +156,18 @@ def write_result(name: str, figures: dict, started_machine: dict, results_dir: P
     return path
 
 
-def timed_rounds(seeds, one_round, line) -> list[dict]:
-    """``one_round(seed, run_dir)`` for each seed, each in a fresh temporary run folder; prints
-    ``line(record)`` as each ends. What the whole-command benchmarks share."""
+def timed_rounds(seeds, one_round, line, keep_in: Path | None = None) -> list[dict]:
+    """``one_round(seed, run_dir)`` for each seed, each in a fresh run folder (``keep_in/seed<S>``,
+    kept; else a temporary one); prints ``line(record)`` as each ends. What the whole-command
+    benchmarks share."""
     import tempfile
 
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            rounds.append(one_round(seed, Path(tmp) / f"seed{seed}"))
+            run_dir = (keep_in or Path(tmp)) / f"seed{seed}"
+            if run_dir.exists():
+                sys.exit(f"{run_dir} exists: name an empty --runs-dir")
+            rounds.append(one_round(seed, run_dir))
             print(line(rounds[-1]), flush=True)
     return rounds

@@ -54,12 +54,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, choices=range(1, len(SEEDS) + 1), metavar="N")
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides, e.g. trainer=gpu")
     parser.add_argument("--name", default="main_job", help="the result file's name")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="keep the runs in RUNS_DIR/seed<S> (e.g. for benchmarks/accuracy.py --report-only)")
     args = parser.parse_args()
     info = start(argparse.Namespace(threads=None))  # each round's process uses torch's default threads
     rounds = timed_rounds(
         SEEDS[: args.rounds], lambda seed, run_dir: one_round(seed, args.extra, run_dir),
         lambda r: f"  seed {r['seed']:2d}: {r['wall_s']:6.1f} s wall, median epoch {statistics.median(r['epoch_s']):.1f} s, "
                   f"test {r['test_acc']:.2%} (val {r['val_acc_best']:.2%}), load {r['load_before'][0]} -> {r['load_after'][0]}",
+        keep_in=args.runs_dir,
     )
     wall = spread(r["wall_s"] for r in rounds)
     accs = [r["test_acc"] for r in rounds]
