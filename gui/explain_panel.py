@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from cnn_lightning import explain
 from cnn_lightning.inference import Prediction, Predictor
@@ -56,6 +56,11 @@ class ExplainPanel(QWidget):
         self.overview_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.overview_scroll.setFixedHeight(OVERVIEW_HEIGHT)
         layout.addWidget(self.overview_scroll)
+        self.verdict = QLabel()  # the novelty verdict, here too: the prediction column gives way to this tab
+        self.verdict.setProperty("role", "novelty")
+        self.verdict.setWordWrap(True)
+        self.verdict.hide()
+        layout.addWidget(self.verdict)
 
         self.tabs = QTabWidget()
         self.unit_panel = UnitPanel()

@@ -6,6 +6,7 @@ its cache: seconds), so drawing never waits for it."""
 from __future__ import annotations
 
 import torch
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QWidget
 
 from cnn_lightning.inference import Prediction, Predictor
@@ -18,14 +19,17 @@ DETECTOR_NAMES = {"max_softmax": "max softmax", "energy": "energy", "mahalanobis
 
 
 def verdict_text(novelty: Novelty) -> str:
-    how = f"score {novelty.score:.3g}, {'≤' if novelty.is_digit else '>'} {novelty.threshold:.3g}"
+    how = f"score {novelty.score:.3g} {'≤' if novelty.is_digit else '>'} {novelty.threshold:.3g}"
     if novelty.is_digit:
-        return f"Looks like a digit it knows ({how})"
-    return f"<b>⚠ This doesn't look like a digit</b> ({how}): don't trust the reading"
+        return f"Looks like a digit ({how})"
+    return f"<b>⚠ This doesn't look like a digit</b> ({how})"
 
 
 class NoveltyLabel(QLabel):
-    """One line under the digit: the verdict, or what is being computed."""
+    """One line under the digit: the verdict, or what is being computed. ``shown`` repeats it
+    (text, state) for a copy elsewhere (the Explain tab, where this column gives way)."""
+
+    shown = Signal(str, str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -43,6 +47,7 @@ class NoveltyLabel(QLabel):
         repolish(self)
         self.setText(text)
         self.setVisible(bool(text))
+        self.shown.emit(text, state)
 
     def set_model(self, predictor: Predictor | None, prediction: Prediction | None = None) -> None:
         self._predictor = predictor
@@ -65,7 +70,17 @@ class NoveltyLabel(QLabel):
         name = DETECTOR_NAMES.get(novelty.detector, novelty.detector)
         self._show("digit" if novelty.is_digit else "novel", verdict_text(novelty))
         self.setToolTip(f"Detector: {name}, on the net's penultimate features. Its threshold lets 95% of the "
-                        "validation digits through.")
+                        "validation digits through; above it, don't trust the reading.")
+
+    @staticmethod
+    def mirror(label: QLabel):
+        """A slot for ``shown`` that keeps ``label`` (role "novelty") saying the same."""
+        def show(text: str, state: str) -> None:
+            label.setProperty("state", state)
+            repolish(label)
+            label.setText(text)
+            label.setVisible(bool(text))
+        return show
 
     def shutdown(self) -> None:
         self.jobs.shutdown()

@@ -117,6 +117,7 @@ class MainWindow(QMainWindow):
         columns.addWidget(self.right_column, 1)
         # what the window feeds with each net and prediction
         self.views = [self.feature_maps, self.explain, self.prediction_panel.novelty]
+        self.prediction_panel.novelty.shown.connect(self.prediction_panel.novelty.mirror(self.explain.verdict))
 
         self.comparison = ComparisonRow()  # bottom: side by side, shown on demand
         self.comparison.hide()

@@ -47,6 +47,7 @@ def test_a_dot_is_flagged_and_the_verdict_is_the_predictors(qtbot, open_window, 
     assert not label.novelty.is_digit
     assert label.isVisible() and "doesn't look like a digit" in label.text() and f"{expected.score:.3g}" in label.text()
     assert label.property("state") == "novel"
+    assert window.explain.verdict.text() == label.text()  # the Explain tab, where this column gives way, says it too
 
     window.clear()
     label = verdict_after(qtbot, window, lambda: draw(qtbot, window.canvas, SEVEN))
