@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from cnn_lightning.attribution import Flip
 from gui.colours import DIVERGING, MUTED, colour_image, gray_image
+from gui.style import panel_layout
 
 
 class Picture(QWidget):
@@ -21,7 +22,8 @@ class Picture(QWidget):
         super().__init__(parent)
         self.caption = caption
         self.image = None
-        self.setMinimumSize(150, 170)
+        self.setMinimumSize(150, 230)
+        self.setMaximumHeight(230)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def set_image(self, image) -> None:
@@ -46,21 +48,17 @@ class FlipPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        intro = QLabel("The smallest change found (projected gradient descent in an L2 ball, pixels kept in "
-                       "[0, 1]) that makes the net read another digit.")
-        intro.setWordWrap(True)
-        intro.setProperty("role", "muted")
-        layout.addWidget(intro)
+        layout = panel_layout(self, "The smallest change found (projected gradient descent in an L2 ball, pixels "
+                                    "kept in [0, 1]) that makes the net read another digit.")
+        self.summary = QLabel("Draw a digit")  # above the pictures: a short window still shows the numbers
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
         row = QHBoxLayout()
         self.before, self.change, self.after = Picture("the drawing"), Picture("the change"), Picture("after")
         for picture in (self.before, self.change, self.after):
             row.addWidget(picture)
-        layout.addLayout(row, 1)
-        self.summary = QLabel("Draw a digit")
-        self.summary.setWordWrap(True)
-        layout.addWidget(self.summary)
+        layout.addLayout(row)
+        layout.addStretch(1)
         self.flip: Flip | None = None
 
     def set_busy(self) -> None:
@@ -72,6 +70,7 @@ class FlipPanel(QWidget):
         for picture in (self.before, self.change, self.after):
             picture.set_image(None)
         self.after.caption = "after"
+        self.change.caption = "the change"
         self.summary.setText(message)
 
     def set_result(self, x: np.ndarray, flip: Flip | None) -> None:
@@ -85,6 +84,7 @@ class FlipPanel(QWidget):
         difference = flip.image[0] - x
         bound = max(float(np.abs(difference).max()), 1e-6)
         self.change.set_image(colour_image(0.5 + 0.5 * difference / bound, DIVERGING))
+        self.change.caption = f"the change (full colour: ±{bound:.2f})"
         self.after.set_image(gray_image(flip.image[0]))
         self.after.caption = f"read as {flip.label} ({flip.probability:.0%})"
         self.summary.setText(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QFont, QPainter
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from cnn_lightning.knowledge import Neighbour
 from gui.colours import ACCENT, MUTED, TEXT, gray_image
+from gui.style import panel_layout
 
 THUMB = 84  # pixels: three per input pixel
 
@@ -65,13 +66,8 @@ class NeighboursPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        intro = QLabel("The training digits nearest to the drawing in the net's last features before the "
-                       "classifier (cosine similarity): what it is reminded of.")
-        intro.setWordWrap(True)
-        intro.setProperty("role", "muted")
-        layout.addWidget(intro)
+        layout = panel_layout(self, "The training digits nearest to the drawing in the net's last features before "
+                                    "the classifier (cosine similarity): what it is reminded of.")
         self.strip = NeighbourStrip()
         self.strip.setMouseTracking(True)
         layout.addWidget(self.strip)

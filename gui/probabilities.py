@@ -21,7 +21,7 @@ class ProbabilityBars(QWidget):
         self._compact = compact
         self._probabilities: np.ndarray | None = None
         self._uncertain = False
-        self._row = 13 if compact else 22
+        self._row = 13 if compact else 20
         self.setMinimumHeight(10 * self._row)
         self.setMinimumWidth(110 if compact else 220)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)

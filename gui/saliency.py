@@ -49,6 +49,7 @@ class SaliencyImage(QWidget):
         self._saliency: np.ndarray | None = None
         self._message = "Draw a digit"
         self.setMinimumSize(196, 196)
+        self.setMaximumHeight(270)  # the caption under it stays on a 768-pixel screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
 

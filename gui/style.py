@@ -47,6 +47,17 @@ def card(frame: QFrame, title: str | None = None) -> QVBoxLayout:
     return layout
 
 
+def panel_layout(widget: QWidget, intro: str) -> QVBoxLayout:
+    """A tab page's layout, margins off, opened by a muted wrapped line saying what it shows."""
+    layout = QVBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(intro)
+    label.setWordWrap(True)
+    label.setProperty("role", "muted")
+    layout.addWidget(label)
+    return layout
+
+
 def repolish(widget: QWidget) -> None:
     """Re-apply the style sheet after a dynamic property the sheet selects on has changed."""
     widget.style().unpolish(widget)
