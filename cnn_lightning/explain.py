@@ -1,4 +1,5 @@
-"""Why a net read a digit as it did: one unit's arithmetic, saliency, robustness probes.
+"""Why a net read a digit as it did: one unit's arithmetic, robustness probes (saliency:
+``attribution``).
 
 Functions of a model (``nn.Module`` taking (N, 1, 28, 28) in [0, 1], giving logits) and one
 preprocessed image ``x`` of shape (1, 28, 28). No Qt here: ``Predictor`` wraps these for the app.
@@ -17,7 +18,6 @@ from torch import nn
 from cnn_lightning.images import MNIST_SIZE
 from cnn_lightning.nets.layers import Normalize
 
-SALIENCY_METHODS = ("occlusion", "gradient")
 # Probe kinds and their units; values are pixels (shift: right/down; thickness: per side) or
 # degrees (rotate: counter-clockwise on screen).
 PROBES = {"shift_x": "px", "shift_y": "px", "rotate": "°", "thickness": "px"}
@@ -27,7 +27,6 @@ PROBE_RANGES = {  # what the app sweeps
     "rotate": np.arange(-45, 46, 5.0),
     "thickness": np.arange(-2, 2.25, 0.25),
 }
-OCCLUSION_PATCH = 5  # pixels: about a stroke's width in a 28x28 digit
 # Layers after a conv that act on each unit alone: the unit's value can be followed through them.
 POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Dropout, nn.Identity)
 ACTIVATIONS = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU)
@@ -257,54 +256,9 @@ def explain_unit(model: nn.Module, x: torch.Tensor, layer: str, channel: int, ro
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Saliency
-
-
 def _probabilities(model: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([torch.softmax(model(chunk).double(), dim=1) for chunk in images.split(batch)])
-
-
-def saliency(model: nn.Module, x: torch.Tensor, method: str = "occlusion", target: int | None = None,
-             patch: int = OCCLUSION_PATCH) -> np.ndarray:
-    """A (28, 28) float32 map of how much each pixel drove class ``target`` (default: the
-    predicted class).
-
-    ``occlusion``: a ``patch`` x ``patch`` square of background (0) is centred on every pixel in
-    turn; a pixel's value is the mean drop in the class probability over the squares covering it
-    (negative where hiding it made the class more likely). ``gradient``: |∂p/∂x|, the
-    probability's sensitivity to each pixel.
-    """
-    if method not in SALIENCY_METHODS:
-        raise ValueError(f"saliency method must be one of {', '.join(SALIENCY_METHODS)}, got {method!r}")
-    image = x.reshape(1, 1, MNIST_SIZE, MNIST_SIZE).float()
-    if target is None:
-        target = int(_probabilities(model, image)[0].argmax())
-    if method == "gradient":
-        with torch.enable_grad():
-            leaf = image.clone().requires_grad_(True)
-            probability = torch.softmax(model(leaf), dim=1)[0, target]
-            (grad,) = torch.autograd.grad(probability, leaf)
-        return grad[0, 0].abs().numpy().astype(np.float32)
-
-    base = float(_probabilities(model, image)[0, target])
-    half = patch // 2
-    # masks[k] keeps the image except the square centred on pixel k (clipped at the border)
-    keep = torch.ones(MNIST_SIZE * MNIST_SIZE, 1, MNIST_SIZE + 2 * half, MNIST_SIZE + 2 * half)
-    for k in range(MNIST_SIZE * MNIST_SIZE):
-        r, c = divmod(k, MNIST_SIZE)
-        keep[k, 0, r : r + patch, c : c + patch] = 0
-    keep = keep[:, :, half : half + MNIST_SIZE, half : half + MNIST_SIZE]
-    occluded = image * keep
-    hides_ink = (occluded != image).flatten(1).any(dim=1)  # a square over background changes nothing
-    drops = torch.zeros(MNIST_SIZE * MNIST_SIZE, dtype=torch.float64)
-    if hides_ink.any():
-        drops[hides_ink] = base - _probabilities(model, occluded[hides_ink])[:, target]
-    drop_map = drops.reshape(1, 1, MNIST_SIZE, MNIST_SIZE).float()
-    # each pixel: the mean over the squares that hid it (the same box around it)
-    covered = F.avg_pool2d(drop_map, patch, stride=1, padding=half, count_include_pad=False)
-    return covered[0, 0].numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

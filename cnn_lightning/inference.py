@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnn_lightning import explain
-from cnn_lightning.checkpoints import RunRecord, load_model
+from cnn_lightning import attribution, explain, knowledge
+from cnn_lightning.checkpoints import CheckpointError, RunRecord, load_model, read_checkpoint
 from cnn_lightning.geometry import receptive_fields
 from cnn_lightning.images import MNIST_SIZE, preprocess
 
@@ -108,6 +108,12 @@ class Predictor:
         # explanations run on their own copy, so a slow saliency never holds up live prediction
         self._explainer = copy.deepcopy(self.model)
         self._explain_lock = threading.Lock()
+        # the novelty detector and neighbour index: a copy of its own, fitted on first use
+        self._explainer_for_knowledge = copy.deepcopy(self.model)
+        self._knowledge_lock = threading.RLock()
+        self._knowledge: knowledge.Knowledge | None = None
+        self._train_images: np.ndarray | None = None
+        self.data_dir: Path | None = None  # MNIST's folder; None: the project's data/
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, name: str = "", record: RunRecord | None = None) -> Predictor:
@@ -155,7 +161,63 @@ class Predictor:
     def saliency(self, x: torch.Tensor, method: str = "occlusion") -> np.ndarray:
         """(28, 28) float32: how much each pixel of ``x`` drove the predicted class."""
         with self._explain_lock:
-            return explain.saliency(self._explainer, x, method)
+            return attribution.saliency(self._explainer, x, method)
+
+    def smallest_flip(self, x: torch.Tensor) -> attribution.Flip | None:
+        """The smallest L2 change of ``x`` found that makes the net read another digit (see
+        ``attribution.smallest_flip``); None when none within its largest radius."""
+        with self._explain_lock:
+            return attribution.smallest_flip(self._explainer, x)
+
+    # ---- what it knows of its training digits (``knowledge``) ------------------------------
+
+    def fitted_knowledge(self) -> knowledge.Knowledge:
+        """The fitted novelty detector and neighbour index: from the cache beside the checkpoint,
+        else fitted (seconds; call it off the GUI thread) and cached."""
+        with self._knowledge_lock:
+            if self._knowledge is None:
+                self._knowledge = knowledge.load_or_fit(self._explainer_for_knowledge, self.checkpoint,
+                                                        self.data_dir, self._split())
+            return self._knowledge
+
+    def _split(self) -> tuple[int, int]:
+        """The run's (val_size, split_seed), from the checkpoint; the defaults without one."""
+        val_size, seed = 5_000, 12345
+        if self.checkpoint is not None:
+            try:
+                data = read_checkpoint(self.checkpoint).get("datamodule_hyper_parameters")
+            except CheckpointError:
+                data = None
+            if isinstance(data, dict):
+                v, s = data.get("val_size", val_size), data.get("split_seed", seed)
+                if type(v) is int and type(s) is int and 0 < v < knowledge.TRAIN_SIZE:
+                    val_size, seed = v, s
+        return val_size, seed
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._knowledge_lock:
+            return knowledge.logits_and_features(self._explainer_for_knowledge, x.reshape(1, 1, MNIST_SIZE, MNIST_SIZE))
+
+    def novelty(self, x: torch.Tensor) -> knowledge.Novelty:
+        """How unlike the training digits ``x`` is: ``.score`` (higher: less like them) and
+        ``.is_digit`` (the score within what 95% of validation digits reach)."""
+        fit = self.fitted_knowledge()
+        return fit.novelty(*self._features(x))
+
+    def neighbours(self, x: torch.Tensor, k: int = 8) -> list[knowledge.Neighbour]:
+        """The ``k`` training digits nearest to ``x`` in the net's penultimate features (cosine),
+        most similar first."""
+        fit = self.fitted_knowledge()
+        _, features = self._features(x)
+        similarities, rows = fit.nearest(features, k)
+        images, _ = knowledge.read_mnist_train(self.data_dir) if self._train_images is None else (self._train_images, None)
+        self._train_images = images
+        out = []
+        for similarity, row in zip(similarities.tolist(), rows.tolist(), strict=True):
+            index = int(fit.indices[row])
+            out.append(knowledge.Neighbour(index=index, label=int(fit.labels[row]), similarity=float(similarity),
+                                           image=np.array(images[index])))
+        return out
 
     def probe(self, x: torch.Tensor, kind: str, values) -> np.ndarray:
         """(len(values), 10) class probabilities of ``x`` shifted, rotated or thickened by each value

@@ -1,6 +1,9 @@
-"""Every model's prediction for the same drawing, side by side: a row of small cards."""
+"""Every model's prediction for the same drawing, side by side: a row of small cards; a net that
+reads another digit than most of the others is marked (≠, in red)."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
@@ -9,6 +12,7 @@ from cnn_lightning.inference import Prediction
 from gui.messages import brief
 from gui.models import ModelEntry, Models
 from gui.probabilities import ProbabilityBars
+from gui.style import repolish
 from gui.worker import Outcome
 
 
@@ -24,6 +28,7 @@ class ComparisonCard(QFrame):
         header = QHBoxLayout()
         self.title = QLabel(name)
         self.title.setProperty("role", "title")
+        self.disagrees = False
         self.verdict = QLabel("–")
         self.verdict.setProperty("role", "verdict")
         self.verdict.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -38,14 +43,20 @@ class ComparisonCard(QFrame):
         self.note.setWordWrap(True)
         layout.addWidget(self.note)
 
-    def show_prediction(self, prediction: Prediction | None, note: str) -> None:
+    def show_prediction(self, prediction: Prediction | None, note: str, disagrees: bool = False) -> None:
+        """``disagrees``: this net reads another digit than most of the others."""
+        self.disagrees = disagrees and prediction is not None
         if prediction is None:
             self.verdict.setText("–")
             self.bars.set_probabilities(None)
         else:
             mark = "?" if prediction.uncertain else ""
-            self.verdict.setText(f"{prediction.label}{mark}  {prediction.confidence:.0%}")
+            flag = "≠ " if self.disagrees else ""
+            self.verdict.setText(f"{flag}{prediction.label}{mark}  {prediction.confidence:.0%}")
             self.bars.set_probabilities(prediction.probabilities, prediction.uncertain)
+        self.verdict.setProperty("role", "disagrees" if self.disagrees else "verdict")
+        repolish(self.verdict)
+        self.verdict.setToolTip("reads another digit than most of the other nets" if self.disagrees else "")
         self.note.setText(note)
 
 
@@ -72,6 +83,10 @@ class ComparisonRow(QWidget):
         """Each entry's prediction in ``outcome`` (none yet: a dash), or why there is none."""
         predictions = outcome.predictions if outcome else {}
         predictors, failures = models.predictors, models.failures
+        shown = [p.label for key, p in predictions.items() if key in self.cards]
+        votes = Counter(shown).most_common()
+        # the majority's digit; none when the top two tie (then nobody is marked)
+        majority = votes[0][0] if votes and (len(votes) == 1 or votes[0][1] > votes[1][1]) else None
         for entry in models.entries:
             card = self.cards.get(entry.key)
             if card is None:
@@ -87,4 +102,5 @@ class ComparisonRow(QWidget):
                 note = f"{predictor.params:,} params" + (f" · test {acc:.2%}" if acc is not None else "")
                 if prediction is not None:
                     note += f" · {prediction.model_ms:.1f} ms"
-            card.show_prediction(prediction, note)
+            disagrees = majority is not None and prediction is not None and prediction.label != majority
+            card.show_prediction(prediction, note, disagrees)

@@ -1,5 +1,6 @@
-"""The app explains: the all-layers overview on top, and below it one unit's arithmetic, saliency
-and the robustness probes, each a tab. The window hands it the active predictor and each new
+"""The app explains: the all-layers overview on top, and below it one unit's arithmetic, saliency,
+the robustness probes, the smallest change that flips the digit and the training digits it is
+reminded of, each a tab. The window hands it the active predictor and each new
 prediction; the slow parts (saliency, probes, the unit) run on the explanation thread."""
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from cnn_lightning import explain
 from cnn_lightning.inference import Prediction, Predictor
+from gui.flip import FlipPanel
 from gui.jobs import Jobs
+from gui.neighbours import NeighboursPanel
 from gui.overview import NetworkOverview
 from gui.probes import ProbePanel
 from gui.saliency import SaliencyPanel
@@ -19,7 +22,7 @@ from gui.style import scrollable
 from gui.unit_view import UnitPanel
 
 OVERVIEW_HEIGHT = 240
-TABS = ("unit", "saliency", "probes")
+TABS = ("unit", "saliency", "probes", "flip", "neighbours")
 
 
 def _probe_all(predictor: Predictor, x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -53,16 +56,25 @@ class ExplainPanel(QWidget):
         self.overview_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.overview_scroll.setFixedHeight(OVERVIEW_HEIGHT)
         layout.addWidget(self.overview_scroll)
+        self.verdict = QLabel()  # the novelty verdict, here too: the prediction column gives way to this tab
+        self.verdict.setProperty("role", "novelty")
+        self.verdict.setWordWrap(True)
+        self.verdict.hide()
+        layout.addWidget(self.verdict)
 
         self.tabs = QTabWidget()
         self.unit_panel = UnitPanel()
         self.saliency = SaliencyPanel()
         self.probes = ProbePanel()
+        self.flip = FlipPanel()
+        self.neighbours = NeighboursPanel()
         # each page scrolls on its own: a long equation or wrapped summary never makes the
         # whole window taller than a laptop screen
         self.tabs.addTab(scrollable(self.unit_panel), "One unit's arithmetic")
         self.tabs.addTab(scrollable(self.saliency), "Saliency")
         self.tabs.addTab(scrollable(self.probes), "Robustness")
+        self.tabs.addTab(scrollable(self.flip), "Smallest flip")
+        self.tabs.addTab(scrollable(self.neighbours), "Reminds it of")
         self.tabs.currentChanged.connect(lambda _: self._refresh_visible())
         self.saliency.method_changed.connect(lambda _: self._mark_stale("saliency"))
         layout.addWidget(self.tabs, 1)
@@ -88,8 +100,7 @@ class ExplainPanel(QWidget):
             self.overview.set_stages(stages, clickable)
         self.overview.set_prediction(None)
         self.unit_panel.set_unit(None)
-        self.saliency.clear()
-        self.probes.clear()
+        self._clear_views()
         self.field_selected.emit(None)
 
     def set_prediction(self, prediction: Prediction | None) -> None:
@@ -99,8 +110,7 @@ class ExplainPanel(QWidget):
         if prediction is None:
             for topic in TABS:
                 self.jobs.cancel(topic)
-            self.saliency.clear()
-            self.probes.clear()
+            self._clear_views()
             if self._unit is not None:
                 self.unit_panel.set_message("Draw a digit: the unit's numbers follow the drawing.")
             self._stale.clear()
@@ -114,6 +124,12 @@ class ExplainPanel(QWidget):
         self.tabs.setCurrentIndex(TABS.index("unit"))
         self._stale.add("unit")
         self._refresh_visible()
+
+    def _clear_views(self) -> None:
+        self.saliency.clear()
+        self.probes.clear()
+        self.flip.clear()
+        self.neighbours.clear()
 
     @property
     def x(self) -> torch.Tensor | None:
@@ -147,9 +163,16 @@ class ExplainPanel(QWidget):
             method, label = self.saliency.current_method, self._prediction.label
             self.saliency.set_busy()
             self.jobs.submit("saliency", lambda: (method, label, x[0].numpy(), predictor.saliency(x, method)))
-        else:
+        elif topic == "probes":
             self.probes.set_busy()
             self.jobs.submit("probes", lambda: _probe_all(predictor, x))
+        elif topic == "flip":
+            self.flip.set_busy()
+            self.jobs.submit("flip", lambda: (x[0].numpy(), predictor.smallest_flip(x)))
+        else:
+            label = self._prediction.label
+            self.neighbours.set_busy()
+            self.jobs.submit("neighbours", lambda: (label, predictor.neighbours(x, k=8)))
 
     def _on_result(self, topic: str, result) -> None:
         if topic == "unit":
@@ -160,6 +183,10 @@ class ExplainPanel(QWidget):
             self.saliency.set_result(*result)
         elif topic == "probes":
             self.probes.set_results(result)
+        elif topic == "flip":
+            self.flip.set_result(*result)
+        elif topic == "neighbours":
+            self.neighbours.set_result(*result)
 
     def _on_failed(self, topic: str, message: str) -> None:
         text = f"Could not compute this: {message}"
@@ -167,8 +194,12 @@ class ExplainPanel(QWidget):
             self.unit_panel.set_message(text)
         elif topic == "saliency":
             self.saliency.clear(text)
-        else:
+        elif topic == "probes":
             self.probes.set_message(text)
+        elif topic == "flip":
+            self.flip.clear(text)
+        else:
+            self.neighbours.clear(text)
 
     def shutdown(self) -> None:
         self.jobs.shutdown()

@@ -1,4 +1,5 @@
-"""What the model says: the predicted digit, the verdict and the ten probability bars."""
+"""What the model says: the predicted digit, the verdict, whether the drawing looks like a digit
+at all (``gui/novelty.py``) and the ten probability bars."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
 from gui.colours import ACCENT, MUTED, TEXT, TRACK, UNSURE
+from gui.novelty import NoveltyLabel
 from gui.style import card, repolish
 
 
@@ -19,7 +21,7 @@ class ProbabilityBars(QWidget):
         self._compact = compact
         self._probabilities: np.ndarray | None = None
         self._uncertain = False
-        self._row = 13 if compact else 22
+        self._row = 13 if compact else 20
         self.setMinimumHeight(10 * self._row)
         self.setMinimumWidth(110 if compact else 220)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -95,6 +97,8 @@ class PredictionPanel(QFrame):
         headline.addWidget(self.digit_label)
         headline.addWidget(self.verdict_label, 1)
         result.addLayout(headline)
+        self.novelty = NoveltyLabel()  # a view of its own: the window feeds it the net and each drawing
+        result.addWidget(self.novelty)
         self.bars = ProbabilityBars()
         result.addWidget(self.bars)
         result.addStretch(1)

@@ -1,5 +1,6 @@
 """Saliency: which pixels of the input drove the predicted class, as an overlay on the 28x28
-input, by occlusion or by gradient (a choice). Widgets only: the map comes from
+input, by one of Captum's methods (a choice: occlusion, gradient, integrated gradients, SmoothGrad,
+Grad-CAM). Widgets only: the map comes from
 ``Predictor.saliency``, computed off the GUI thread by the window."""
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from cnn_lightning.explain import OCCLUSION_PATCH, SALIENCY_METHODS
+from cnn_lightning.attribution import IG_STEPS, OCCLUSION_PATCH, SALIENCY_METHODS, SMOOTHGRAD_SAMPLES
 from gui.colours import MUTED
 
 METHOD_LABELS = {
     "occlusion": f"Occlusion: hide a {OCCLUSION_PATCH}×{OCCLUSION_PATCH} square, see the probability drop",
     "gradient": "Gradient: |∂p/∂pixel|, how sensitive the probability is to each pixel",
+    "integrated_gradients": f"Integrated gradients: pixel × ∂p/∂pixel along {IG_STEPS} steps from a black image",
+    "smoothgrad": f"SmoothGrad: |∂p/∂pixel| averaged over {SMOOTHGRAD_SAMPLES} noisy copies of the drawing",
+    "grad_cam": "Grad-CAM: the last conv layer's maps weighted by their gradient, placed on the input",
 }
+METHOD_NAMES = {"occlusion": "Occlusion", "gradient": "Gradient", "integrated_gradients": "Integrated gradients",
+                "smoothgrad": "SmoothGrad", "grad_cam": "Grad-CAM"}
 
 
 def overlay_image(image: np.ndarray, saliency: np.ndarray) -> QImage:
@@ -43,6 +49,7 @@ class SaliencyImage(QWidget):
         self._saliency: np.ndarray | None = None
         self._message = "Draw a digit"
         self.setMinimumSize(196, 196)
+        self.setMaximumHeight(270)  # the caption under it stays on a 768-pixel screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
 
@@ -101,7 +108,7 @@ class SaliencyPanel(QWidget):
         row.addWidget(QLabel("Method"))
         self.method = QComboBox()
         for method in SALIENCY_METHODS:
-            self.method.addItem(method, method)
+            self.method.addItem(METHOD_NAMES[method], method)
         self.method.currentIndexChanged.connect(lambda _: self.method_changed.emit(self.current_method))
         row.addWidget(self.method, 1)
         layout.addLayout(row)
@@ -127,6 +134,11 @@ class SaliencyPanel(QWidget):
     def set_result(self, method: str, label: int, image: np.ndarray, saliency: np.ndarray) -> None:
         self.image.set_map(image, saliency)
         bound = float(np.abs(saliency).max())
-        detail = (f"red: pixels that supported “{label}” (largest drop {bound:.1%}); blue: hiding them made it likelier"
-                  if method == "occlusion" else f"red: pixels “{label}” is most sensitive to (largest {bound:.3g})")
+        if method in ("occlusion", "integrated_gradients"):
+            what = f"largest drop {bound:.1%}" if method == "occlusion" else f"largest {bound:.3g}"
+            detail = f"red: pixels that supported “{label}” ({what}); blue: pixels that worked against it"
+        elif method == "grad_cam":
+            detail = f"red: where the last conv layer's maps supported “{label}” (largest {bound:.3g})"
+        else:
+            detail = f"red: pixels “{label}” is most sensitive to (largest {bound:.3g})"
         self.caption.setText(f"{METHOD_LABELS[method]}. {detail}.")

@@ -7,7 +7,9 @@ Draws a "3" on the canvas through mouse press/move/release events, waits for the
 shows a feature-map layer with one unit hovered (its receptive field lit on the 28x28 input),
 turns on the side-by-side comparison when more than one architecture is found, and saves what
 the display shows of the window. ``--explain`` shows the Explain tab instead: the overview, and
-one unit's arithmetic (a unit clicked), the saliency or the robustness probes.
+one unit's arithmetic (a unit clicked), the saliency (``--method``; ``--methods-strip`` saves all
+five maps side by side), the robustness probes, the smallest flip or the nearest training digits.
+``--image`` opens an image file instead of drawing (a letter: the novelty verdict).
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", default="", help="feature-map layer to show (default: the app's choice)")
     parser.add_argument("--size", default="1440x860")
     parser.add_argument("--model", default="", help="architecture to show (default: the app's first)")
-    parser.add_argument("--explain", choices=("overview", "unit", "saliency", "probes"), default=None,
-                        help="show the Explain tab with this view")
+    parser.add_argument("--explain", choices=("overview", "unit", "saliency", "probes", "flip", "neighbours"),
+                        default=None, help="show the Explain tab with this view")
+    parser.add_argument("--method", default="", help="with --explain saliency: the method to show")
+    parser.add_argument("--methods-strip", type=Path, default=None,
+                        help="with --explain saliency: also save every method's map side by side here")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="open this image file instead of drawing a 3 (a letter, say)")
     parser.add_argument("--unit", default="", help="with --explain unit: LAYER,CHANNEL,ROW,COL to click")
     parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
                         help="side-by-side comparison (default: when more than one architecture is found)")
@@ -84,18 +91,25 @@ def main(argv: list[str] | None = None) -> int:
         window.select_layer(args.layer)
 
     canvas = window.canvas
-    points = three(canvas.width())
-    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(*points[0]))
-    for point in points[1:]:
-        QTest.mouseMove(canvas, QPoint(*point))
-        spin(0.012)  # a hand's pace: live predictions come in while drawing
-    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(*points[-1]))
+    if args.image is not None:
+        window.open_image(args.image)
+    else:
+        points = three(canvas.width())
+        QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(*points[0]))
+        for point in points[1:]:
+            QTest.mouseMove(canvas, QPoint(*point))
+            spin(0.012)  # a hand's pace: live predictions come in while drawing
+        QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(*points[-1]))
     request = window.inference.latest_request
     spin(20, lambda: window.last_outcome is not None and window.last_outcome.request == request)
+    novelty = window.prediction_panel.novelty
+    spin(240, lambda: novelty.novelty is not None)  # the first time: the detector is fitted
 
     grid = window.grid
     if args.explain:
-        show_explanation(window.explain, args.explain, args.unit, spin)
+        show_explanation(window.explain, args.explain, args.unit, spin, args.method)
+        if args.methods_strip is not None:
+            save_methods_strip(window.explain, args.methods_strip, spin)
     elif grid.count:  # hover one unit of one map: its receptive field lights up on the input
         height_, width_ = grid.map_shape
         QTest.mouseMove(grid, grid.unit_centre(min(1, grid.count - 1), height_ // 3, width_ // 2).toPoint())
@@ -118,7 +132,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def show_explanation(panel, view: str, unit: str, spin) -> None:
+def save_methods_strip(panel, path: Path, spin) -> None:
+    """Every saliency method's map of the drawing, picked in turn, grabbed and laid side by side."""
+    from PySide6.QtGui import QImage, QPainter
+
+    from cnn_lightning.attribution import SALIENCY_METHODS
+    from gui.saliency import METHOD_NAMES
+
+    combo, image = panel.saliency.method, panel.saliency.image
+    shots = []
+    for method in SALIENCY_METHODS:
+        before = image.saliency
+        combo.setCurrentIndex(combo.findData(method))
+        spin(60, lambda before=before: image.saliency is not None and image.saliency is not before)
+        spin(0.2)
+        shots.append((METHOD_NAMES[method], image.grab().toImage()))
+    side = min(min(shot.width(), shot.height()) for _, shot in shots)
+    strip = QImage(len(shots) * (side + 10), side + 28, QImage.Format.Format_RGB32)
+    strip.fill(0xFFFFFFFF)
+    painter = QPainter(strip)
+    for i, (name, shot) in enumerate(shots):
+        x = i * (side + 10)
+        square = shot.copy((shot.width() - side) // 2, (shot.height() - side) // 2, side, side)
+        painter.drawImage(x, 0, square)
+        painter.drawText(x, side + 4, side, 22, 0x84, name)  # AlignHCenter | AlignVCenter
+    painter.end()
+    strip.save(str(path), "PNG")
+
+
+def show_explanation(panel, view: str, unit: str, spin, method: str = "") -> None:
     """Bring up one view of the Explain tab as a person would: click a unit, or click a tab."""
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
@@ -134,12 +176,18 @@ def show_explanation(panel, view: str, unit: str, spin) -> None:
         col = int(col) if col else values.shape[2] // 2
         click(panel.overview, panel.overview.unit_centre(layer, int(channel), row, col))
         spin(20, lambda: panel.unit_panel.unit is not None)
-    elif view in ("saliency", "probes"):
+    elif view != "overview":
+        from gui.explain_panel import TABS
+
+        if method:
+            panel.saliency.method.setCurrentIndex(panel.saliency.method.findData(method))
         bar = panel.tabs.tabBar()
-        click(bar, bar.tabRect(1 if view == "saliency" else 2).center().toPointF())
-        done = ((lambda: panel.saliency.image.saliency is not None) if view == "saliency"
-                else (lambda: panel.probes.charts["shift_x"].label_at_zero is not None))
-        spin(30, done)
+        click(bar, bar.tabRect(TABS.index(view)).center().toPointF())
+        done = {"saliency": lambda: panel.saliency.image.saliency is not None,
+                "probes": lambda: panel.probes.charts["shift_x"].label_at_zero is not None,
+                "flip": lambda: panel.flip.flip is not None,
+                "neighbours": lambda: bool(panel.neighbours.strip.neighbours)}[view]
+        spin(240, done)
     spin(0.5)
 
 

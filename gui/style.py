@@ -18,6 +18,10 @@ QLabel#banner { border-radius: 6px; padding: 8px 10px; }
 QLabel#banner[level="error"] { background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; }
 QLabel#banner[level="warning"] { background: #fffbeb; color: #92400e; border: 1px solid #fde68a; }
 QLabel#stateMessage { color: #374151; font-size: 13px; padding: 12px; }
+QLabel[role="novelty"] { font-size: 12px; color: #374151; padding: 4px 6px; border-radius: 6px; }
+QLabel[role="novelty"][state="novel"] { font-size: 14px; background: #fef2f2; color: #991b1b; border: 1px solid #fecaca; }
+QLabel[role="novelty"][state="digit"] { background: #f0fdf4; color: #166534; }
+QLabel[role="disagrees"] { color: #b91c1c; font-weight: 600; }
 QPushButton { padding: 5px 12px; }
 """
 
@@ -40,6 +44,17 @@ def card(frame: QFrame, title: str | None = None) -> QVBoxLayout:
         label = QLabel(title)
         label.setProperty("role", "title")
         layout.addWidget(label)
+    return layout
+
+
+def panel_layout(widget: QWidget, intro: str) -> QVBoxLayout:
+    """A tab page's layout, margins off, opened by a muted wrapped line saying what it shows."""
+    layout = QVBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(intro)
+    label.setWordWrap(True)
+    label.setProperty("role", "muted")
+    layout.addWidget(label)
     return layout
 
 

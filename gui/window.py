@@ -115,7 +115,9 @@ class MainWindow(QMainWindow):
         self.explain.field_selected.connect(self.input_panel.view.set_highlight)
         self.right_column = RightColumn(self.feature_maps, self.explain, gives_way=middle_column)
         columns.addWidget(self.right_column, 1)
-        self.views = [self.feature_maps, self.explain]  # what the window feeds with each net and prediction
+        # what the window feeds with each net and prediction
+        self.views = [self.feature_maps, self.explain, self.prediction_panel.novelty]
+        self.prediction_panel.novelty.shown.connect(self.prediction_panel.novelty.mirror(self.explain.verdict))
 
         self.comparison = ComparisonRow()  # bottom: side by side, shown on demand
         self.comparison.hide()
@@ -326,6 +328,7 @@ class MainWindow(QMainWindow):
         self.drawing.stop_live()
         self.inference.shutdown()
         self.explain.shutdown()
+        self.prediction_panel.novelty.shutdown()
         super().closeEvent(event)
 
 

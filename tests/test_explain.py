@@ -13,7 +13,7 @@ import torch
 from conftest import read_summary
 from torch import nn
 
-from cnn_lightning import explain, nets
+from cnn_lightning import attribution, explain, nets
 from cnn_lightning.inference import Predictor
 from cnn_lightning.mnist_files import raw_dir
 from cnn_lightning.nets.layers import Normalize
@@ -162,13 +162,17 @@ def test_bad_units_are_refused_clearly():
         predictor.explain_unit(x, "net.classifier.fc1", 0, 0, 0)
     with pytest.raises(IndexError, match="outside"):
         predictor.explain_unit(x, "net.features.conv1", 6, 0, 0)
-    with pytest.raises(ValueError, match="occlusion, gradient"):
+    with pytest.raises(ValueError, match="occlusion, gradient, integrated_gradients, smoothgrad, grad_cam"):
         predictor.saliency(x, method="lime")
     with pytest.raises(ValueError, match="shift_x"):
         predictor.probe(x, "blur", [0])
 
 
-@pytest.mark.parametrize("method", explain.SALIENCY_METHODS)
+MARGINS = {"occlusion": 3.0, "gradient": 1.2, "integrated_gradients": 3.0, "smoothgrad": 1.2, "grad_cam": 1.5}
+SHARE = {"grad_cam": 0.8}  # Grad-CAM's map is 6x6 upsampled: near thin strokes the background shares it
+
+
+@pytest.mark.parametrize("method", attribution.SALIENCY_METHODS)
 def test_saliency_favours_the_ink_of_real_test_digits(method, trained, test_digits):
     """A really trained checkpoint on 20 real test digits: the map is finite, (28, 28), and larger
     on the ink than on the background for nearly every digit. Occlusion's margin is wide (about 10x
@@ -184,13 +188,50 @@ def test_saliency_favours_the_ink_of_real_test_digits(method, trained, test_digi
         ink_means.append(float(sal[ink].mean()))
         background_means.append(float(sal[background].mean()))
     ink_means, background_means = np.array(ink_means), np.array(background_means)
-    assert (ink_means > background_means).mean() >= 0.9, (ink_means, background_means)
-    assert ink_means.mean() > (3.0 if method == "occlusion" else 1.2) * background_means.mean()
+    assert (ink_means > background_means).mean() >= SHARE.get(method, 0.9), (ink_means, background_means)
+    assert ink_means.mean() > MARGINS[method] * background_means.mean()
 
 
-def test_occlusion_of_a_blank_image_is_zero():
-    predictor = Predictor(untrained("TinyNet"))
-    assert np.array_equal(predictor.saliency(torch.zeros(1, 28, 28)), np.zeros((28, 28), np.float32))
+def reference_occlusion(model, x, target, patch=5):
+    """The app's former hand-written occlusion: the mean probability drop over the squares of
+    background centred on each pixel's neighbours (clipped at the border)."""
+    image = x.reshape(1, 1, 28, 28)
+    with torch.no_grad():
+        base = torch.softmax(model(image), 1)[0, target]
+        drops = torch.zeros(28, 28)
+        for r in range(28):
+            for c in range(28):
+                hidden = image.clone()
+                hidden[0, 0, max(r - 2, 0): r + 3, max(c - 2, 0): c + 3] = 0
+                drops[r, c] = base - torch.softmax(model(hidden), 1)[0, target]
+    return torch.nn.functional.avg_pool2d(drops[None, None], patch, 1, patch // 2, count_include_pad=False)[0, 0]
+
+
+def test_captum_occlusion_and_gradient_match_the_former_hand_written_ones(trained, test_digits):
+    """Captum's squares stay inside the image, the former ones were clipped at the border: away
+    from the border (where MNIST has no ink) the two agree."""
+    x = torch.from_numpy(test_digits[0][0])[None]
+    target = int(trained.predict_input(x).label)
+    ours = trained.saliency(x, "occlusion")
+    former = reference_occlusion(trained.model, x, target).numpy()
+    inner = (slice(4, 24), slice(4, 24))
+    assert np.abs(ours[inner] - former[inner]).max() < 0.02 * max(np.abs(former).max(), 1e-6) + 1e-4
+    leaf = x.reshape(1, 1, 28, 28).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.softmax(trained.model(leaf), 1)[0, target], leaf)
+    np.testing.assert_allclose(trained.saliency(x, "gradient"), grad[0, 0].abs().numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_the_smallest_flip_is_read_as_its_label(trained, test_digits):
+    images, _ = test_digits
+    for image in images[:5]:
+        x = torch.from_numpy(image)[None]
+        flip = trained.smallest_flip(x)
+        assert flip is not None
+        assert flip.image.shape == (1, 28, 28) and flip.image.min() >= 0 and flip.image.max() <= 1
+        assert flip.label != trained.predict_input(x).label == flip.original
+        assert trained.predict_input(torch.from_numpy(flip.image)).label == flip.label
+        assert flip.l2 == pytest.approx(float(np.linalg.norm(flip.image[0] - image)), rel=1e-4)
+        assert 0 < flip.l2 < attribution.FLIP_MAX_L2
 
 
 @pytest.mark.parametrize("kind", explain.PROBES)

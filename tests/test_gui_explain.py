@@ -1,5 +1,6 @@
 """The app's explanations, driven with real mouse events on real widgets (offscreen Qt) with a
-really trained checkpoint: the all-layers overview, one unit's arithmetic, saliency, probes."""
+really trained checkpoint: the all-layers overview, one unit's arithmetic, saliency (five Captum
+methods), probes, the smallest flip, the nearest training digits."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from PySide6.QtCore import Qt, QThread  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cnn_lightning import explain  # noqa: E402
+from cnn_lightning import attribution, explain  # noqa: E402
 from cnn_lightning.inference import Predictor, preprocess  # noqa: E402
 from cnn_lightning.mnist_files import raw_dir  # noqa: E402
-from gui.explain_panel import ExplainPanel  # noqa: E402
+from gui.explain_panel import TABS, ExplainPanel  # noqa: E402
+from gui.saliency import METHOD_NAMES  # noqa: E402
 
 WAIT = 15_000
 
@@ -275,3 +277,48 @@ def test_a_hidden_explain_panel_computes_nothing_until_shown(qtbot, panel, predi
         panel.show()  # shown again: the visible tab catches up with the drawing
     expected = predictor.probe(shifted, "shift_y", explain.PROBE_RANGES["shift_y"])
     assert np.abs(chart.probabilities - expected).max() < 1e-9
+
+
+def test_every_saliency_method_is_offered_and_shown(qtbot, panel, predictor, digit):
+    """The five Captum methods, picked one after the other with the keyboard; each map is the
+    predictor's for the drawing."""
+    click_tab(panel, TABS.index("saliency"))
+    offered = [panel.saliency.method.itemData(i) for i in range(panel.saliency.method.count())]
+    assert offered == list(attribution.SALIENCY_METHODS)
+    qtbot.waitUntil(lambda: panel.saliency.image.saliency is not None, timeout=WAIT)
+    panel.saliency.method.setFocus()
+    for method in attribution.SALIENCY_METHODS[1:]:
+        before = panel.saliency.image.saliency
+        QTest.keyClick(panel.saliency.method, Qt.Key.Key_Down)
+        assert panel.saliency.current_method == method
+        qtbot.waitUntil(lambda before=before: panel.saliency.image.saliency is not before, timeout=WAIT)
+        np.testing.assert_allclose(panel.saliency.image.saliency, predictor.saliency(digit, method), atol=1e-6)
+        assert METHOD_NAMES[method].split()[0] in panel.saliency.caption.text()
+        panel.grab()
+
+
+def test_the_smallest_flip_tab_shows_an_image_the_net_reads_as_another_digit(qtbot, panel, predictor, digit):
+    click_tab(panel, TABS.index("flip"))
+    qtbot.waitUntil(lambda: panel.flip.flip is not None, timeout=60_000)
+    flip = panel.flip.flip
+    assert flip.label != predictor.predict_input(digit).label
+    assert predictor.predict_input(torch.from_numpy(flip.image)).label == flip.label
+    assert f"→ {flip.label}" in panel.flip.summary.text() and f"{flip.l2:.2f}" in panel.flip.summary.text()
+    assert panel.flip.after.image is not None and panel.flip.change.image is not None
+    panel.grab()
+
+
+def test_the_neighbours_tab_shows_the_nearest_training_digits(qtbot, panel, predictor, digit):
+    click_tab(panel, TABS.index("neighbours"))
+    strip = panel.neighbours.strip
+    qtbot.waitUntil(lambda: len(strip.neighbours) == 8, timeout=180_000)  # the first time: the index is built
+    expected = predictor.neighbours(digit, k=8)
+    assert [n.index for n in strip.neighbours] == [n.index for n in expected]
+    label = predictor.predict_input(digit).label
+    assert f"are {label}s" in panel.neighbours.summary.text()
+
+    def hover() -> bool:
+        QTest.mouseMove(strip, strip.thumb_rect(2).center().toPoint())
+        return strip.toolTip().startswith(f"training image {expected[2].index}:")
+
+    qtbot.waitUntil(hover, timeout=WAIT)

@@ -17,13 +17,15 @@ Tags (all prefixed so that TensorBoard groups them):
     weights/<param>, grads/<param>                                          Histograms
     model/summary (text)                                                    LayerSummary
     the GRAPHS tab                                                          ModelGraph
+    the PROJECTOR tab: embedding/penultimate                                Embedding
 """
 
 from cnn_lightning.callbacks.digits import AugmentedInputs, ConfusionMatrix, MisclassifiedDigits
+from cnn_lightning.callbacks.embedding import Embedding
 from cnn_lightning.callbacks.network import FeatureMaps, FirstConvKernels, Histograms, ModelGraph
 from cnn_lightning.callbacks.scalars import HParamsSummary, ImagesPerSecond, LayerSummary
 
 __all__ = [
-    "AugmentedInputs", "ConfusionMatrix", "FeatureMaps", "FirstConvKernels", "HParamsSummary", "Histograms",
+    "AugmentedInputs", "ConfusionMatrix", "Embedding", "FeatureMaps", "FirstConvKernels", "HParamsSummary", "Histograms",
     "ImagesPerSecond", "LayerSummary", "MisclassifiedDigits", "ModelGraph",
 ]
