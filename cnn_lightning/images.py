@@ -171,8 +171,8 @@ def load_image_file(
     except ImageFileError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise ImageFileError(f"{name}: not a raster image this program reads "
-                             f"({', '.join(RASTER_FORMATS)})") from err
+        raise ImageFileError(f"{name}: not an image this program reads "
+                             f"(raster formats only: {', '.join(RASTER_FORMATS)})") from err
     except MemoryError as err:
         raise ImageFileError(f"{name}: too large to decode in memory") from err
     except Exception as err:  # noqa: BLE001 - any decoder's failure on a hostile file is this file's problem

@@ -65,7 +65,7 @@ def test_postscript_is_never_run_whatever_the_file_is_called(name, tmp_path, che
 
     assert not marker.exists(), "PostScript ran"
     assert status == 1
-    assert len(err) == 1 and "not a raster image this program reads" in err[0], err
+    assert len(err) == 1 and "not an image this program reads" in err[0], err
     assert len(out) == 1 and out[0].startswith(f"{good}: 7"), out  # the rest of the batch still ran
 
 
@@ -77,7 +77,7 @@ def test_a_postscript_loop_and_a_pdf_are_refused_at_once(tmp_path, checkpoint, c
                             cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=120)
     lines = [line for line in result.stderr.splitlines()[1:] if line.strip()]
     assert result.returncode == 1 and len(lines) == 2, result.stderr
-    assert all("not a raster image" in line for line in lines), lines
+    assert all("not an image this program reads" in line for line in lines), lines
 
 
 def test_the_app_refuses_postscript_in_one_line(qtbot, tmp_path):
@@ -90,7 +90,7 @@ def test_the_app_refuses_postscript_in_one_line(qtbot, tmp_path):
     qtbot.addWidget(panel)
     with qtbot.waitSignal(panel.fileFailed, timeout=5000) as failed:
         assert panel.open_image(hostile) is False
-    assert "not a raster image" in failed.args[0] and "\n" not in failed.args[0]
+    assert "not an image this program reads" in failed.args[0] and "\n" not in failed.args[0]
     assert not marker.exists()
 
 
