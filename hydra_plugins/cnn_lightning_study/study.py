@@ -357,8 +357,9 @@ class StudySweeper(Sweeper):
             if first_failure is not None:
                 first = f"{type(first_failure).__name__}: {first_failure}"
                 raise NoTrialFinished(f"Study {study.study_name}: no trial finished; the first failed with {first}")
-            raise NoTrialFinished(f"Study {study.study_name}: no trial finished (every one was pruned)")
-        if len(self.directions) == 1:
+            log.warning("Study %s: every trial so far was pruned; no best trial yet", study.study_name)
+            results = {"name": "optuna", "best_params": None, "best_value": None}
+        elif len(self.directions) == 1:
             best = study.best_trial
             results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
             log.info("Best trial %d: %s, %s", best.number, best.value, best.params)
