@@ -202,6 +202,23 @@ def grid_choices(space: dict[str, Any]) -> dict[str, list]:
     return {key: list(dist.choices) for key, dist in space.items()}
 
 
+def _tell(study, trial, **kwargs) -> None:
+    """``study.tell``; the grid sampler's ``study.stop()`` once every point was asked (it is meant
+    for ``study.optimize``, and raises outside it) is let pass: the trial is told already."""
+    try:
+        study.tell(trial, **kwargs)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def _is_grid(sampler: Any) -> bool:
+    """A sampler config with ``_partial_: true`` (the grid's): it is made once the search space is known."""
+    import optuna
+
+    return callable(sampler) and not isinstance(sampler, optuna.samplers.BaseSampler)
+
+
 class StudySweeper(Sweeper):
     def __init__(self, sampler: Any = None, direction: Any = "minimize", storage: Any = None,
                  study_name: str | None = None, n_trials: Any = 20, n_jobs: Any = 2, max_failure_rate: float = 0.0,
@@ -237,6 +254,8 @@ class StudySweeper(Sweeper):
         check_storage(self.storage)
         self.config, self.hydra_context = config, hydra_context
         self.space, self.fixed = self._space(list(config.hydra.overrides.task))  # refused here if malformed
+        if _is_grid(self.sampler):
+            grid_choices(self.space)  # refused here if a parameter is an interval
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.launches = 0
@@ -279,7 +298,7 @@ class StudySweeper(Sweeper):
 
         space, fixed = self._space(arguments)
         sampler, n_trials = self.sampler, self.n_trials
-        if callable(sampler) and not isinstance(sampler, optuna.samplers.BaseSampler):  # the grid's partial
+        if _is_grid(sampler):
             grid = grid_choices(space)
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
@@ -328,7 +347,7 @@ class StudySweeper(Sweeper):
 
         if ret.status != JobStatus.COMPLETED:
             failure = ret._return_value  # the job's exception (return_value would raise it)
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             log.warning("Trial %d failed: %s: %s", trial.number, type(failure).__name__, failure)
             return failure
         try:
@@ -336,17 +355,17 @@ class StudySweeper(Sweeper):
             if len(values) != len(self.directions):
                 raise ValueError(f"{len(values)} values for {len(self.directions)} objectives")
         except (TypeError, ValueError) as err:
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             failure = ValueError(f"the job returned {ret.return_value!r}, not a number per objective ({err})")
             log.warning("Trial %d failed: %s", trial.number, failure)
             return failure
         stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)  # the job's attrs
         pruned = stored.user_attrs.get(PRUNED_EPOCH)
         if pruned is not None:
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             log.info("Trial %d: pruned at epoch %s", trial.number, pruned)
         else:
-            study.tell(trial, values=values)
+            _tell(study, trial, values=values)
         return None
 
     def _results(self, study, sweep_dir: Path, finished: int, first_failure: Exception | None) -> Any:
@@ -427,7 +446,12 @@ def open_storage(url: str):
             raise
     storage = RDBStorage(url, skip_compatibility_check=True)
     before = storage.get_current_version()
-    storage.upgrade()
+    try:
+        storage.upgrade()
+    except Exception as err:  # noqa: BLE001 - any failure of the migration is the same refusal
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SettingRefused(f"hydra.sweeper.storage={url}: its schema ({before}) is an older Optuna's and could "
+                             f"not be upgraded ({first}); run: optuna storage upgrade --storage {url}") from None
     log.warning("Study database %s: upgraded its schema from %s to %s (optuna storage upgrade)", url, before,
                 storage.get_current_version())
     storage.engine.dispose()
