@@ -3,10 +3,12 @@
 study's pruner says so.
 
 The project's own callback rather than optuna-integration's ``PyTorchLightningPruningCallback``:
-that one raises ``optuna.TrialPruned`` out of ``trainer.fit``, so the run would end as an error,
+that one (given the objective's Trial, which a Hydra job has not) raises ``optuna.TrialPruned`` out of
+``trainer.fit`` in a single process, so the run would end as an error,
 with no summary and no test of its best checkpoint; here the trainer stops as after its last epoch
 (``trainer.should_stop``), the run is saved, summarised and marked pruned, and the sweeper tells
-the study PRUNED (the trial's user attribute ``pruned_epoch`` says so). Only global rank 0 reports.
+the study PRUNED (the trial's user attribute ``pruned_epoch`` says so). Only global rank 0 reports;
+it broadcasts the decision, so that under DDP every rank stops at the same epoch.
 """
 
 from __future__ import annotations
@@ -43,19 +45,21 @@ class TrialPruning(L.Callback):
         return optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.pruned_epoch is not None:
+        if trainer.sanity_checking or self.pruned_epoch is not None:
             return
-        value = trainer.callback_metrics.get(MONITOR)
-        if value is None:
+        epoch, value, prune = trainer.current_epoch, trainer.callback_metrics.get(MONITOR), False
+        if trainer.is_global_zero and value is not None:
+            if self.trial is None:
+                self.trial = self._open()
+            self.trial.report(float(value), step=epoch)
+            prune = self.trial.should_prune()
+        # every rank stops at the same epoch (under DDP a rank left training alone would wait forever)
+        if not trainer.strategy.broadcast(prune, src=0):
             return
-        if self.trial is None:
-            self.trial = self._open()
-        epoch = trainer.current_epoch
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
-            self.pruned_epoch = epoch
+        self.pruned_epoch = epoch
+        trainer.should_stop = True
+        if trainer.is_global_zero:
             self.trial.set_user_attr(PRUNED_EPOCH, epoch)
-            trainer.should_stop = True
             log.info("Trial %d pruned at epoch %d (val/acc %.4f): training stops after this epoch",
                      self.number, epoch, float(value))
 
