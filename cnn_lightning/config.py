@@ -596,12 +596,34 @@ def compose_run(config_name: str, overrides: list[str]) -> DictConfig | None:
     except ConfigError:
         raise
     except (HydraException, OmegaConfBaseException) as err:
+        if _multirun_by_config(config_name, overrides):  # hparams_search=...: hydra.mode MULTIRUN
+            return None  # its jobs are checked in their own folders, like -m's
         raise ConfigError(hydra_error_line(err)) from None
     except Exception:  # noqa: BLE001 - Hydra's main composes again and reports it its own way
         return None
     if "paths" in cfg and "output_dir" in cfg.paths:  # else ${hydra:runtime.output_dir}, unset here
         cfg.paths.output_dir = run_dir
     return cfg
+
+
+def _multirun_by_config(config_name: str, overrides: list[str]) -> bool:
+    """Whether the command has sweep overrides (``model.net.c2=choice(64)``) and, composed without
+    them, sets ``hydra.mode: MULTIRUN`` itself (an ``hparams_search`` config): a multirun without
+    ``-m``, which a single run's composition refuses."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+        if len(plain) == len(parsed):
+            return False
+        with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
+        return cfg.hydra.mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001 - then the first composition's error stands
+        return False
 
 
 # Hydra options after which no run is made (help, config printing, shell completion), and

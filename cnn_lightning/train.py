@@ -45,6 +45,7 @@ from cnn_lightning.config import (
 from cnn_lightning.console import EpochLine, quiet_libraries
 from cnn_lightning.images import shown
 from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.pruning import PRUNED_EPOCH, trial_pruning
 from cnn_lightning.records import RecordError, read_overrides, read_summary
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted, StopSignals
 from cnn_lightning.summary import format_table, layer_table
@@ -89,6 +90,8 @@ def train(cfg: DictConfig, stop_signals: StopSignals | None = None) -> dict:
     distill = distill_settings(cfg)  # teacher=best: the best finished run's checkpoint, now
     model = instantiate(cfg.model, _recursive_=False, **({"distill": distill} if distill else {}))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    pruning = trial_pruning(cfg)  # a job of a study search with a pruner
+    callbacks += [pruning] if pruning else []
     logger = instantiate(cfg.logger) if cfg.logger else False
     if not logger:  # ~logger: nothing to record the learning rate in (Lightning would refuse to start)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -138,6 +141,8 @@ def train(cfg: DictConfig, stop_signals: StopSignals | None = None) -> dict:
         "output_dir": str(cfg.paths.output_dir),
         "tensorboard_dir": getattr(trainer.logger, "log_dir", None) if trainer.logger else None,
     }
+    if pruning and pruning.pruned_epoch is not None:
+        summary[PRUNED_EPOCH] = pruning.pruned_epoch
     if cfg.test and best_path:
         summary["test_acc"] = _test_best(trainer, model, datamodule, best_path)
     summary["wall_time_s"] = round(time.perf_counter() - started, 1)
