@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 def project_root() -> str:
@@ -206,7 +206,7 @@ class ConfigError(ValueError):
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
 
-def _number(cfg: DictConfig, key: str, low=None, high=None, *, low_open=False, high_open=False,
+def check_number(cfg: DictConfig, key: str, low=None, high=None, *, low_open=False, high_open=False,
             whole=False, what: str = "") -> None:
     """Refuse ``cfg[key]`` unless it is a finite number in [low, high] (open ends where asked)."""
     value = OmegaConf.select(cfg, key)
@@ -233,20 +233,20 @@ def _check_optimizer_and_scheduler(cfg: DictConfig) -> None:
         for key in node:
             full = f"{group}.{key}"
             if key in ("lr", "max_lr", "initial_lr"):
-                _number(cfg, full, 0, None, low_open=True, what="a learning rate")
+                check_number(cfg, full, 0, None, low_open=True, what="a learning rate")
             elif key in ("min_lr", "eta_min", "weight_decay", "eps", "patience", "threshold"):
-                _number(cfg, full, 0, None)
+                check_number(cfg, full, 0, None)
             elif key in ("momentum", "dampening"):
-                _number(cfg, full, 0, 1, high_open=True)
+                check_number(cfg, full, 0, 1, high_open=True)
             elif key in ("pct_start", "factor", "gamma"):
-                _number(cfg, full, 0, 1, low_open=True, high_open=key == "factor")
+                check_number(cfg, full, 0, 1, low_open=True, high_open=key == "factor")
             elif key in ("step_size", "T_max", "T_0", "total_steps", "epochs", "steps_per_epoch"):
-                _number(cfg, full, 1, None, whole=True)
+                check_number(cfg, full, 1, None, whole=True)
             elif key in ("div_factor", "final_div_factor"):
-                _number(cfg, full, 0, None, low_open=True)
+                check_number(cfg, full, 0, None, low_open=True)
             elif key == "betas":
                 for i in range(len(node[key])):
-                    _number(cfg, f"{full}.{i}", 0, 1, high_open=True)
+                    check_number(cfg, f"{full}.{i}", 0, 1, high_open=True)
 
 
 def net_config_error(err: ValueError) -> ConfigError:
@@ -262,50 +262,50 @@ def check_train_config(cfg: DictConfig) -> None:
 
     check_model_node(cfg)
     _check_trainer_choices(cfg)
-    _number(cfg, "seed", 0, 2**32 - 1, whole=True)
+    check_number(cfg, "seed", 0, 2**32 - 1, whole=True)
     val_size = OmegaConf.select(cfg, "data.val_size")
-    _number(cfg, "data.val_size", 1, TRAIN_IMAGES - 1, whole=True, what="images held out of the 60,000")
+    check_number(cfg, "data.val_size", 1, TRAIN_IMAGES - 1, whole=True, what="images held out of the 60,000")
     devices = OmegaConf.select(cfg, "trainer.devices")
     ranks = (devices if isinstance(devices, int) and devices > 0 else 1) * (OmegaConf.select(cfg, "trainer.num_nodes") or 1)
     per_rank = (TRAIN_IMAGES - val_size) // ranks
-    _number(cfg, "data.batch_size", 1, per_rank, whole=True,
+    check_number(cfg, "data.batch_size", 1, per_rank, whole=True,
             what=f"at most the training split, {TRAIN_IMAGES:,} - data.val_size={val_size:,}"
                  + (f", over {ranks} processes" if ranks > 1 else ""))
-    _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
-    _check_data_dir(cfg)
-    _number(cfg, "data.augment.degrees", 0, 180)
-    _number(cfg, "data.augment.translate", 0, 1)
-    _number(cfg, "data.augment.elastic_alpha", 0, 100, what="in pixels")
-    _number(cfg, "data.augment.elastic_sigma", 0, 28, low_open=True, what="in pixels")
+    check_number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
+    check_data_dir(cfg)
+    check_number(cfg, "data.augment.degrees", 0, 180)
+    check_number(cfg, "data.augment.translate", 0, 1)
+    check_number(cfg, "data.augment.elastic_alpha", 0, 100, what="in pixels")
+    check_number(cfg, "data.augment.elastic_sigma", 0, 28, low_open=True, what="in pixels")
     scale = OmegaConf.select(cfg, "data.augment.scale")
     if scale is not None:
         if len(scale) != 2:
             raise ConfigError(f"data.augment.scale={list(scale)}: must be [low, high]")
         for i in range(2):
-            _number(cfg, f"data.augment.scale.{i}", 0, 10, low_open=True)
+            check_number(cfg, f"data.augment.scale.{i}", 0, 10, low_open=True)
         if scale[0] > scale[1]:
             raise ConfigError(f"data.augment.scale={list(scale)}: low must not exceed high")
 
     max_steps = OmegaConf.select(cfg, "trainer.max_steps")
     if not (max_steps and max_steps > 0 and OmegaConf.select(cfg, "trainer.max_epochs") == -1):
-        _number(cfg, "trainer.max_epochs", 1, 100_000, whole=True, what="epochs; -1 only with trainer.max_steps")
-    _number(cfg, "trainer.min_epochs", 0, OmegaConf.select(cfg, "trainer.max_epochs"), whole=True)
-    _number(cfg, "trainer.max_steps", -1, None, whole=True)
+        check_number(cfg, "trainer.max_epochs", 1, 100_000, whole=True, what="epochs; -1 only with trainer.max_steps")
+    check_number(cfg, "trainer.min_epochs", 0, OmegaConf.select(cfg, "trainer.max_epochs"), whole=True)
+    check_number(cfg, "trainer.max_steps", -1, None, whole=True)
     for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes"):
-        _number(cfg, f"trainer.{key}", 1, None, whole=True)
-    _number(cfg, "trainer.num_sanity_val_steps", -1, None, whole=True)
-    _number(cfg, "trainer.gradient_clip_val", 0, None)
+        check_number(cfg, f"trainer.{key}", 1, None, whole=True)
+    check_number(cfg, "trainer.num_sanity_val_steps", -1, None, whole=True)
+    check_number(cfg, "trainer.gradient_clip_val", 0, None)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches"):
         value = OmegaConf.select(cfg, f"trainer.{key}")
         if isinstance(value, float):
-            _number(cfg, f"trainer.{key}", 0, 1, what="a fraction, or a whole number of batches")
+            check_number(cfg, f"trainer.{key}", 0, 1, what="a fraction, or a whole number of batches")
         elif value is not None:
-            _number(cfg, f"trainer.{key}", 0, None, whole=True, what="batches, or a fraction in [0, 1]")
+            check_number(cfg, f"trainer.{key}", 0, None, whole=True, what="batches, or a fraction in [0, 1]")
     if isinstance(devices, int) and not isinstance(devices, bool) and not (devices >= 1 or devices == -1):
         raise ConfigError(f"trainer.devices={devices}: must be at least 1, -1 (all), 'auto' or a list")
 
-    _number(cfg, "model.label_smoothing", 0, 1, high_open=True)
-    _number(cfg, "model.l1", 0, None)
+    check_number(cfg, "model.label_smoothing", 0, 1, high_open=True)
+    check_number(cfg, "model.l1", 0, None)
     interval = OmegaConf.select(cfg, "model.scheduler_interval")
     if interval is not None and interval not in ("step", "epoch"):
         raise ConfigError(f"model.scheduler_interval={interval!r}: must be 'step' or 'epoch'")
@@ -325,9 +325,10 @@ def check_train_config(cfg: DictConfig) -> None:
     distill_settings(cfg)
 
 
-def _check_data_dir(cfg: DictConfig) -> None:
+def check_data_dir(cfg: DictConfig) -> None:
     """MNIST's raw files are in ``data.data_dir``, or can be put there (they are verified later)."""
     from cnn_lightning.mnist_files import RAW_SHA256, raw_dir
+    from cnn_lightning.prechecks import check_writable_dir
 
     data_dir = OmegaConf.select(cfg, "data.data_dir")
     if not data_dir or all((raw_dir(data_dir) / name).is_file() for name in RAW_SHA256):
@@ -341,12 +342,14 @@ def _check_data_dir(cfg: DictConfig) -> None:
 
 def check_model_chosen(argv: list[str]) -> None:
     """A ConfigError for ``model=null`` (or ``~model``): every command that builds a net needs one."""
+    from cnn_lightning.prechecks import config_groups
     if any(a in ("~model", "model=null", "model=none", "model=None", "model=") for a in argv):
         raise ConfigError(f"model=null: choose a net, one of conf/model/ ({', '.join(sorted(config_groups()['model']))})")
 
 
 def check_model_node(cfg: DictConfig) -> None:
     """``model`` is one of conf/model's configs: a mapping with a name and a ``net`` mapping."""
+    from cnn_lightning.prechecks import config_groups
     model = cfg.get("model") if not OmegaConf.is_missing(cfg, "model") else None
     if not isinstance(model, DictConfig):
         raise ConfigError(f"model={model}: choose a net, one of conf/model/ ({', '.join(sorted(config_groups()['model']))})")
@@ -405,9 +408,9 @@ def _check_trainer_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.devices={devices}: must be a count, -1 (all), auto, or device indices like 0,1")
     interval = OmegaConf.select(cfg, "trainer.val_check_interval")
     if isinstance(interval, float):
-        _number(cfg, "trainer.val_check_interval", 0, 1, low_open=True, what="a fraction of an epoch, or whole batches")
+        check_number(cfg, "trainer.val_check_interval", 0, 1, low_open=True, what="a fraction of an epoch, or whole batches")
     elif interval is not None:
-        _number(cfg, "trainer.val_check_interval", 1, None, whole=True, what="batches, or a fraction of an epoch")
+        check_number(cfg, "trainer.val_check_interval", 1, None, whole=True, what="batches, or a fraction of an epoch")
 
 
 def _check_budget(cfg: DictConfig, net) -> None:
@@ -416,7 +419,7 @@ def _check_budget(cfg: DictConfig, net) -> None:
     budget = cfg.get("max_params")
     if budget is None:
         return
-    _number(cfg, "max_params", 1, None, whole=True)
+    check_number(cfg, "max_params", 1, None, whole=True)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     if params > budget:
         name = OmegaConf.select(cfg, "model.name") or "the net"
@@ -437,242 +440,3 @@ def distill_settings(cfg: DictConfig) -> dict | None:
                                OmegaConf.select(cfg, "paths.output_dir"), cfg.get("ckpt_path"))
     except ValueError as err:  # CheckpointError included: the file's own message
         raise ConfigError(str(err)) from None
-
-
-def check_evaluate_config(cfg: DictConfig) -> None:
-    """The evaluation config's values, before any data is read or checkpoint loaded."""
-    from cnn_lightning.checkpoints import CheckpointError, load_model
-
-    _number(cfg, "data.eval_batch_size", 1, TEST_IMAGES, whole=True, what="at most the 10,000 test images")
-    _check_data_dir(cfg)
-    _number(cfg, "ensemble_per_model", 1, 1000, whole=True)
-    _number(cfg, "ensemble_seed", 0, None, whole=True)
-    _number(cfg, "worst", 0, TEST_IMAGES, whole=True, what="misclassified digits shown")
-    device = str(cfg.device)
-    if device.split(":")[0] not in ("auto", "cpu", "cuda", "mps"):
-        raise ConfigError(f"device={device!r}: must be auto, cpu, cuda[:N] or mps")
-    if device.startswith("cuda") and not torch_available("cuda"):
-        raise ConfigError(f"device={device!r}: no CUDA device here (use device=auto or cpu)")
-    if device == "mps" and not torch_available("mps"):
-        raise ConfigError("device='mps': no MPS device here (use device=auto or cpu)")
-    models = sorted(config_groups()["model"])
-    _check_arch(cfg)
-    chosen = cfg.get("ensemble_models")
-    if isinstance(chosen, str) or (chosen is not None and not OmegaConf.is_list(chosen)):
-        raise ConfigError(f"ensemble_models={chosen!r}: must be a list of nets, e.g. [tiny,lenet]")
-    unknown = sorted({str(m) for m in chosen or []} - set(models))
-    if unknown:
-        raise ConfigError(f"ensemble_models: {unknown} not among {models}")
-    if cfg.ckpt != "best":
-        try:
-            load_model(cfg.ckpt)
-        except CheckpointError as err:
-            raise ConfigError(f"ckpt={cfg.ckpt}: {err}") from None
-    if cfg.ckpt == "best" or cfg.ensemble:
-        if not Path(str(cfg.outputs_root)).is_dir():
-            raise ConfigError(f"outputs_root={cfg.outputs_root}: no such directory; train first: make train")
-        from cnn_lightning.evaluate import choose_members
-
-        choose_members(cfg)  # the runs it would use exist (a CheckpointError or ConfigError if not)
-
-
-def _check_arch(cfg: DictConfig) -> None:
-    models = sorted(config_groups()["model"])
-    if cfg.arch is not None and str(cfg.arch) not in models:
-        raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
-
-
-def check_predict_config(cfg: DictConfig) -> None:
-    """predict's options (the checkpoint is checked when it is loaded)."""
-    _number(cfg, "batch_size", 1, 10_000, whole=True, what="images per forward pass")
-    _check_arch(cfg)
-
-
-def check_export_config(cfg: DictConfig) -> None:
-    """export's options, before the checkpoint is loaded or the test set read."""
-    from cnn_lightning.export import FORMATS
-
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format={cfg.format}: must be one of {', '.join(FORMATS)}")
-    _number(cfg, "tolerance", 0, 1e6, what="the largest logit difference allowed; 0: exact")
-    _check_arch(cfg)
-
-
-def torch_available(kind: str) -> bool:
-    import torch
-
-    return torch.cuda.is_available() if kind == "cuda" else torch.backends.mps.is_available()
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks made before Hydra writes anything, and what a run folder may replay
-
-
-def config_groups() -> dict[str, set[str]]:
-    """Every config group of ``conf/`` (``model``, ``callbacks``, ...) and its options' names."""
-    conf = Path(project_root()) / "conf"
-    return {group.name: {p.stem for p in group.glob("*.yaml")} for group in conf.iterdir()
-            if group.is_dir() and group.name != "hydra"}
-
-
-def _strings_and_keys(value: Any):
-    """Every string and every mapping key inside a parsed override value."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key), True
-            yield from _strings_and_keys(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings_and_keys(item)
-    elif isinstance(value, str):
-        yield value, False
-
-
-# Keys that name a place on disk (paths.data_dir, callbacks.model_checkpoint.dirpath, ...).
-PLACE_KEY = re.compile(r"(dir|dirpath|path|root|file|filename|save_dir)$")
-
-
-def check_replayed_overrides(overrides: list[str], source: str) -> None:
-    """A run folder's saved overrides (``resume=``) are settings, never code: a ConfigError for any
-    that sets Hydra's own config, a key naming code (``_target_``, ``_partial_`` ...), an
-    interpolation (``${...}`` can decode text into config), a sweep, a group option that is not a
-    file of ``conf/``, a key added outside ``model`` (the one open part of the schema), or a place
-    to read or write (``paths.*``, ``...dirpath``: a run folder could aim checkpoints anywhere)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    groups = config_groups()
-    parser = OverridesParser.create()
-    for text in overrides:
-        shown = text.encode("unicode_escape").decode()[:120]
-
-        def refuse(why: str, shown: str = shown) -> None:
-            raise ConfigError(f"{source}: refused to replay {shown}: {why}")
-
-        try:
-            (override,) = parser.parse_overrides([text])
-        except (HydraException, ValueError) as err:
-            refuse(f"not an override ({str(err).splitlines()[0][:80]})")
-        key = override.key_or_group
-        parts = [p for p in re.split(r"[./@]", f"{key}.{override.package or ''}") if p]
-        if parts and parts[0] in ("hydra", "resume"):
-            refuse("a run folder does not set Hydra's own config")
-        if any(p.startswith("_") for p in parts):
-            refuse("it sets a key that names code (_target_ and the like)")
-        if parts and PLACE_KEY.search(parts[-1]):
-            refuse("a run folder does not say where to read or write; give it beside resume= if you mean it")
-        if override.is_sweep_override():
-            refuse("a sweep, not one value")
-        value = None if override.is_delete() else override.value()
-        for item, is_key in _strings_and_keys(value):
-            if is_key and item.startswith("_"):
-                refuse("its value holds a key that names code (_target_ and the like)")
-            if "${" in item:
-                refuse("an interpolation")
-        group = key.split("/")[0]
-        if group in groups:
-            if value is not None and (not isinstance(value, str) or value not in groups[group]):
-                refuse(f"not one of conf/{group}/ ({', '.join(sorted(groups[group]))})")
-        elif (override.is_add() or override.is_force_add()) and not key.startswith("model."):
-            refuse("it adds a key outside the config schema")
-
-
-def compose_run(config_name: str, overrides: list[str]) -> DictConfig | None:
-    """The config a single run of ``config_name`` with ``overrides`` gets, composed as Hydra's
-    main will compose it (its ``hydra`` node included), with ``paths.output_dir`` set to the run
-    folder it would make. A ConfigError in one line for what Hydra or OmegaConf refuse (a wrong
-    type, an unknown key or option); None for anything else, which Hydra's main then reports."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    register()
-    try:
-        with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-        if config_name == "train":  # the run folder's name holds model.name
-            check_model_node(cfg)
-        run_dir = str(cfg.hydra.run.dir)
-    except ConfigError:
-        raise
-    except (HydraException, OmegaConfBaseException) as err:
-        if _multirun_by_config(config_name, overrides):  # hparams_search=...: hydra.mode MULTIRUN
-            return None  # its jobs are checked in their own folders, like -m's
-        raise ConfigError(hydra_error_line(err)) from None
-    except Exception:  # noqa: BLE001 - Hydra's main composes again and reports it its own way
-        return None
-    if "paths" in cfg and "output_dir" in cfg.paths:  # else ${hydra:runtime.output_dir}, unset here
-        cfg.paths.output_dir = run_dir
-    return cfg
-
-
-def _multirun_by_config(config_name: str, overrides: list[str]) -> bool:
-    """Whether the command has sweep overrides (``model.net.c2=choice(64)``) and, composed without
-    them, sets ``hydra.mode: MULTIRUN`` itself (an ``hparams_search`` config): a multirun without
-    ``-m``, which a single run's composition refuses."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-        if len(plain) == len(parsed):
-            return False
-        with initialize_config_dir(config_dir=str(Path(project_root()) / "conf"), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
-        return cfg.hydra.mode == RunMode.MULTIRUN
-    except Exception:  # noqa: BLE001 - then the first composition's error stands
-        return False
-
-
-# Hydra options after which no run is made (help, config printing, shell completion), and
-# multirun: a sweep's jobs are checked in their own folders, which its leaderboard lists as failed.
-NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
-                "-m", "--multirun", "-p", "--package", "--resolve", "--version")
-
-
-def check_before_writing(config_name: str, argv: list[str], check) -> None:
-    """Every check of a single run (``check(cfg)``, and that its run folder can be made), before
-    Hydra writes that folder, ``.hydra/`` or a log: a refused command leaves the file system as
-    it found it."""
-    if any(a.split("=", 1)[0] in NO_RUN_FLAGS for a in argv):
-        return
-    cfg = compose_run(config_name, [a for a in argv if not a.startswith("-")])
-    if cfg is None:  # Hydra's own message, from its main
-        return
-    if OmegaConf.select(cfg, "hydra.output_subdir") is not None:  # the command writes .hydra/ there
-        check_writable_dir("hydra.run.dir", cfg.hydra.run.dir)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    check(cfg)
-
-
-def hydra_error_line(err: BaseException) -> str:
-    """Hydra's or OmegaConf's message in one line: its first line, and what the cause says (the
-    key and the value's problem), without the advice to set HYDRA_FULL_ERROR."""
-    def first(e: BaseException) -> str:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
-        return lines[0] if lines else type(e).__name__
-
-    text, cause = first(err), err.__cause__
-    key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
-    if cause is not None and first(cause) not in text:
-        text += f": {first(cause)}"
-    if key and key not in text:
-        text += f" (key {key})"
-    return text
-
-
-def check_writable_dir(key: str, directory: str | os.PathLike) -> None:
-    """A ConfigError unless ``directory`` exists as a folder this process can write, or can be made."""
-    path = Path(directory).expanduser().absolute()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        if existing.is_symlink():  # a dangling link: mkdir would fail on it
-            raise ConfigError(f"{key}={path}: {existing} is a broken link")
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{key}={path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path}: {existing} cannot be written")

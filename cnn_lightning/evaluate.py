@@ -26,8 +26,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cnn_lightning.callbacks.render import caption_grid, render_confusion, to_hwc
 from cnn_lightning.checkpoints import CheckpointError, RunRecord, best_run, find_runs, load_model
-from cnn_lightning.config import ConfigError, check_before_writing, check_evaluate_config, register
+from cnn_lightning.config import ConfigError, register
 from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.prechecks import check_before_writing, check_evaluate_config
 from cnn_lightning.sweep import write_atomically
 
 log = logging.getLogger(__name__)

@@ -35,16 +35,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from cnn_lightning.checkpoints import CheckpointError, choose_checkpoint, load_model, read_checkpoint
-from cnn_lightning.config import (
-    ConfigError,
-    check_before_writing,
-    check_export_config,
-    check_writable_dir,
-    register,
-)
+from cnn_lightning.config import ConfigError, register
 from cnn_lightning.images import shown
 from cnn_lightning.mnist_files import MNISTUnavailableError, raw_dir
 from cnn_lightning.nets.layers import MNIST_MEAN, MNIST_STD
+from cnn_lightning.prechecks import check_before_writing, check_export_config, check_writable_dir
 
 register()
 

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cnn_lightning.checkpoints import CheckpointError, choose_checkpoint, load_model, read_checkpoint
-from cnn_lightning.config import ConfigError, check_predict_config, hydra_error_line, project_root, register
+from cnn_lightning.config import ConfigError, project_root, register
 from cnn_lightning.images import (
     EmptyImageError,
     ImageFileError,
@@ -39,6 +39,7 @@ from cnn_lightning.images import (
     shown,
 )
 from cnn_lightning.inference import UNSURE_BELOW
+from cnn_lightning.prechecks import check_predict_config, hydra_error_line
 
 OVERRIDE = re.compile(r"^[~+]{0,2}[A-Za-z_][\w.]*=")
 

@@ -32,9 +32,7 @@ from omegaconf import DictConfig
 from cnn_lightning.checkpoints import CheckpointError
 from cnn_lightning.config import (
     ConfigError,
-    check_before_writing,
     check_model_chosen,
-    check_replayed_overrides,
     check_train_config,
     distill_settings,
     override_key,
@@ -45,6 +43,7 @@ from cnn_lightning.config import (
 from cnn_lightning.console import EpochLine, quiet_libraries
 from cnn_lightning.images import shown
 from cnn_lightning.mnist_files import MNISTUnavailableError
+from cnn_lightning.prechecks import check_before_writing, check_replayed_overrides
 from cnn_lightning.pruning import PRUNED_EPOCH, trial_pruning
 from cnn_lightning.records import RecordError, read_overrides, read_summary
 from cnn_lightning.saving import AtomicCheckpointIO, InterruptCheckpoint, Interrupted, StopSignals
