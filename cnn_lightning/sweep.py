@@ -148,13 +148,23 @@ class LeaderboardCallback(Callback):
                       "error": f"{type(error).__name__}: {error}".splitlines()[0][:500]}
             write_atomically(Path(config.hydra.runtime.output_dir) / "failed.json", json.dumps(failed, indent=2) + "\n")
         if config.hydra.mode == RunMode.MULTIRUN:
-            write_leaderboard(config.hydra.sweep.dir)
+            _leaderboard_or_warn(config.hydra.sweep.dir)
             if isinstance(error, Interrupted):
                 # SystemExit is no Exception: it passes Hydra's handlers and ends the sweep here
                 raise SystemExit(f"train: sweep stopped, later jobs not started: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_leaderboard(config.hydra.sweep.dir)
+        _leaderboard_or_warn(config.hydra.sweep.dir)
+
+
+def _leaderboard_or_warn(sweep_dir: str) -> None:
+    """A full disk or a read-only sweep folder costs the leaderboard, never the sweep: one line,
+    and the jobs go on (the command writes it later, once there is room)."""
+    try:
+        write_leaderboard(sweep_dir)
+    except OSError as err:
+        log.warning("leaderboard not written (%s: %s); write it later with: python -m cnn_lightning.sweep %s",
+                    err.strerror or type(err).__name__, err.filename or sweep_dir, sweep_dir)
 
 
 def _pass_stop_signals_to_workers(sweep_dir: Path, grace_s: float = 120.0) -> None:

@@ -1,5 +1,6 @@
 """Multiruns, the leaderboard, the checkpoint locator, evaluation and ensembles, for real."""
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -157,3 +158,34 @@ def test_compare_all_experiment_sweeps_every_net_and_three_seeds():
     params = cfg.hydra.sweeper.params
     assert set(params.model.split(",")) == {"lenet", "lenet_classic", "alexnet_lite", "tiny", "micro"}
     assert params.seed == "1,2,3"
+
+
+def test_a_full_disk_costs_a_running_sweep_its_leaderboard_not_its_jobs(trained_run, tmp_path, caplog):
+    """The Hydra callback writes the leaderboard after every job: a full disk there is one
+    warning line and the sweep goes on, with no temporary file left behind."""
+    import os
+    import shutil
+
+    from cnn_lightning.sweep import _leaderboard_or_warn
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        run = disk / "0_tiny"
+        run.mkdir()
+        summary = read_summary(trained_run)  # its checkpoint stays where it is, outside the full disk
+        (run / "summary.json").write_text(json.dumps(summary))
+        shutil.copytree(trained_run / ".hydra", run / ".hydra")
+        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:  # fill what is left
+                filler.write(b"\0" * 4096)
+        before = sorted(os.listdir(disk))
+        with caplog.at_level(logging.WARNING, logger="cnn_lightning.sweep"):
+            _leaderboard_or_warn(str(disk))  # must not raise
+        warnings = [r for r in caplog.records if r.name == "cnn_lightning.sweep"]
+        assert len(warnings) == 1 and "leaderboard not written" in warnings[0].getMessage()
+        assert sorted(os.listdir(disk)) == before, "a temporary file was left behind"
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
