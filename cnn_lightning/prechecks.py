@@ -251,7 +251,7 @@ def check_export_config(cfg: DictConfig) -> None:
     from cnn_lightning.export import FORMATS
 
     if cfg.format not in FORMATS:
-        raise ConfigError(f"format={cfg.format}: must be one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format={cfg.format} is not one of {', '.join(FORMATS)}")
     check_number(cfg, "tolerance", 0, 1e6, what="the largest logit difference allowed; 0: exact")
     _check_arch(cfg)
 

@@ -361,7 +361,7 @@ CASES = [
     ("export", ["ckpt={good}", "tolerance=abc"], "tolerance"),
     ("export", ["ckpt={good}", "tolerance=-1"], "tolerance=-1.0: must be in [0, 1000000.0]"),
     ("export", ["ckpt={good}", "check=maybe"], "check"),
-    ("export", ["ckpt={good}", "format=tflite"], "format=tflite: must be one of"),
+    ("export", ["ckpt={good}", "format=tflite"], "format=tflite is not one of onnx, torchscript"),
     ("export", ["ckpt=1"], "no such checkpoint file"),
     ("export", ["ckpt=null"], "ckpt"),
     ("export", ["ckpt={nan}"], "NaN or infinite"),
