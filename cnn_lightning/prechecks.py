@@ -189,6 +189,15 @@ def hydra_error_line(err: BaseException) -> str:
         return lines[0] if lines else type(e).__name__
 
     text, cause = first(err), err.__cause__
+    lines = str(err).splitlines()
+    at = next((i for i, ln in enumerate(lines) if ln.startswith("Available options in")), None)
+    if at is not None:  # a group option that does not exist: name the ones that do
+        options = []
+        for ln in lines[at + 1:]:
+            if not ln.startswith(("\t", " ")) or not ln.strip():
+                break  # the list ends where Hydra's search path begins
+            options.append(ln.strip())
+        text += f"; {lines[at].strip().rstrip(':').lower()}: {', '.join(options)}"
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
     if cause is not None and first(cause) not in text:
         text += f": {first(cause)}"

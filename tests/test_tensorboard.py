@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, read_summary, run_train
+from conftest import FAST, compose_train, read_summary, run_train
 from PIL import Image
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -130,7 +130,7 @@ def test_hparams_tab_compares_runs_in_one_table(trained_run, other_run, tmp_path
     groups = list_session_groups.Handler(RequestContext(), context, "", request).run().session_groups
     rows = {g.name: g for g in groups}
     assert set(rows) == {"a", "b"}
-    assert rows["a"].hparams["net/dropout"].number_value == 0.05
+    assert rows["a"].hparams["net/dropout"].number_value == compose_train().model.net.dropout  # the default recipe's
     assert rows["b"].hparams["net/dropout"].number_value == 0.1
     for name, run_dir in (("a", trained_run), ("b", other_run[0])):
         metrics = {m.name.tag: m.value for m in rows[name].metric_values}
