@@ -124,7 +124,12 @@ class InterruptCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        self._restore()
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path, weights_only=False)  # with optimizer state: resumable
-            self.signal_name = self.signal_name or "SIGTERM"
+        try:
+            if isinstance(exception, SIGTERMException):
+                # Still under this callback's handlers: a second signal while saving (a parallel
+                # sweep's parent passes a group's Ctrl-C on to its jobs) only sets the stop flag
+                # again, instead of a KeyboardInterrupt in the middle of the save.
+                trainer.save_checkpoint(self.path, weights_only=False)  # with optimizer state: resumable
+                self.signal_name = self.signal_name or "SIGTERM"
+        finally:
+            self._restore()
