@@ -222,8 +222,7 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"device={device!r}: no CUDA device here (use device=auto or cpu)")
     if device == "mps" and not torch_available("mps"):
         raise ConfigError("device='mps': no MPS device here (use device=auto or cpu)")
-    models = sorted(config_groups()["model"])
-    _check_arch(cfg)
+    models = _check_arch(cfg)
     chosen = cfg.get("ensemble_models")
     if isinstance(chosen, str) or (chosen is not None and not OmegaConf.is_list(chosen)):
         raise ConfigError(f"ensemble_models={chosen!r}: must be a list of nets, e.g. [tiny,lenet]")
@@ -243,10 +242,12 @@ def check_evaluate_config(cfg: DictConfig) -> None:
         choose_members(cfg)  # the runs it would use exist (a CheckpointError or ConfigError if not)
 
 
-def _check_arch(cfg: DictConfig) -> None:
+def _check_arch(cfg: DictConfig) -> list[str]:
+    """``arch`` is a net of conf/model/, or null; returns those nets."""
     models = sorted(config_groups()["model"])
     if cfg.arch is not None and str(cfg.arch) not in models:
         raise ConfigError(f"arch={cfg.arch!r}: must be one of {models}")
+    return models
 
 
 def check_predict_config(cfg: DictConfig) -> None:
